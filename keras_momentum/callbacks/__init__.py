@@ -1,0 +1,1 @@
+"""Callbacks: TensorBoard diagnostics and a plateau reducer that works with schedules."""

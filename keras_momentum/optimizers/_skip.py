@@ -1,0 +1,65 @@
+"""Skipping updates whose gradients are not finite, per backend."""
+
+import keras
+from keras import ops
+
+
+def all_finite(grads):
+    checks = [ops.all(ops.isfinite(getattr(g, "values", g))) for g in grads if g is not None]
+    return ops.all(ops.stack(checks))
+
+
+def apply_if_finite(optimizer, apply, grads):
+    """Runs `apply()` when every gradient is finite, else counts a skipped step."""
+    finite = all_finite(grads)
+    if keras.backend.backend() == "tensorflow":
+        _tf_apply_if_finite(optimizer, apply, finite)
+    elif keras.backend.backend() == "jax":
+        _select_apply_if_finite(optimizer, apply, finite)
+    else:
+        ops.cond(finite, apply, lambda: optimizer.nonfinite_steps.assign_add(1))
+
+
+def _count(optimizer):
+    optimizer.nonfinite_steps.assign_add(1)
+
+
+def _select_apply_if_finite(optimizer, apply, finite):
+    # jax.lax.cond cannot hold variable assignments: update, then select old or new.
+    variables = list(optimizer._trainable_variables) + optimizer.variables
+    before = [ops.copy(v) for v in variables]
+    apply()
+    for variable, old in zip(variables, before):
+        variable.assign(ops.where(finite, variable.value, old))
+    optimizer.nonfinite_steps.assign_add(ops.cast(ops.logical_not(finite), "int32"))
+
+
+def _tf_apply_if_finite(optimizer, apply, finite):
+    import tensorflow as tf  # noqa: PLC0415 (TensorFlow backend only)
+
+    context = tf.distribute.get_replica_context()
+    if context is None or tf.__internal__.distribute.strategy_supports_no_merge_call():
+        tf.cond(finite, lambda: _run(apply), lambda: _run(lambda: _count(optimizer)))
+        return
+
+    # A cond whose branch calls merge_call must itself run in cross-replica context.
+    def in_cross_replica(distribution, finite_per_replica):
+        first = distribution.experimental_local_results(finite_per_replica)[0]
+        tf.cond(
+            first,
+            lambda: _run(lambda: distribution.extended.call_for_each_replica(apply)),
+            lambda: _run(lambda: _count(optimizer)),
+        )
+
+    context.merge_call(in_cross_replica, args=(finite,))
+
+
+def _run(function):
+    function()
+    return tf_no_op()
+
+
+def tf_no_op():
+    import tensorflow as tf  # noqa: PLC0415
+
+    return tf.constant(0)

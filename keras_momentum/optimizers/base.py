@@ -1,0 +1,137 @@
+"""The shared base of this package's optimizers."""
+
+import keras
+from keras import ops
+
+from keras_momentum.optimizers import _hyperparameters as hp
+from keras_momentum.optimizers.instrumentation import InstrumentationMixin
+
+WEIGHT_DECAY_MODES = ("decoupled", "coupled")
+
+
+class MomentumOptimizer(InstrumentationMixin, keras.optimizers.Optimizer):
+    """Base class: schedulable hyperparameters, weight-decay modes, non-finite skipping.
+
+    Subclasses list the names of their schedulable hyperparameters in
+    `scheduled_hyperparameters`; each is an attribute holding a float or a
+    `LearningRateSchedule`. Once per update, the base evaluates them at
+    `optimizer.iterations` and hands `update_step(gradient, variable, hyper)` a dict
+    `hyper` with `"learning_rate"` (multiplier included) and one entry per name, so a
+    schedule costs a few scalar operations per step and never a retrace.
+
+    Weight decay `λ` (float or schedule) is applied by `update_step` through
+    `_coupled_gradient` and `_decoupled_decay`:
+
+    * `weight_decay_mode="coupled"`: L2 regularisation, `g ← g + λ·θ` before momentum
+      (torch.optim.SGD's `weight_decay`);
+    * `weight_decay_mode="decoupled"`: `θ ← θ − η·λ·θ` beside the gradient step (Keras's
+      base behaviour; Loshchilov & Hutter, 2019).
+
+    Variables excluded with `exclude_from_weight_decay` are never decayed.
+
+    `skip_nonfinite=True` skips every update whose gradients hold an inf or NaN: weights,
+    slots and `iterations` stay as they were, and `nonfinite_steps` counts the skips.
+    """
+
+    scheduled_hyperparameters = ("weight_decay",)
+
+    def __init__(
+        self,
+        learning_rate,
+        weight_decay=None,
+        weight_decay_mode="decoupled",
+        skip_nonfinite=False,
+        **kwargs,
+    ):
+        learning_rate = _check_learning_rate(learning_rate)
+        if weight_decay is not None:
+            weight_decay = hp.check_hyperparameter("weight_decay", weight_decay, low=0.0)
+        hp.check_choice("weight_decay_mode", weight_decay_mode, WEIGHT_DECAY_MODES)
+        if not isinstance(skip_nonfinite, bool):
+            raise TypeError(f"`skip_nonfinite` must be a bool, got {skip_nonfinite!r}")
+        super().__init__(learning_rate=learning_rate, weight_decay=None, **kwargs)
+        self.weight_decay = weight_decay
+        self.weight_decay_mode = weight_decay_mode
+        self.skip_nonfinite = skip_nonfinite
+        if skip_nonfinite:
+            with keras.name_scope(self.name, caller=self):
+                self.nonfinite_steps = keras.Variable(
+                    0, name="nonfinite_steps", dtype="int32", trainable=False,
+                    aggregation="only_first_replica",
+                )
+
+    # ------------------------------------------------------- hyperparameters
+    def _step_hyperparameters(self, learning_rate):
+        step = self.iterations
+        values = {"learning_rate": learning_rate}
+        for name in self.scheduled_hyperparameters:
+            values[name] = hp.evaluate(getattr(self, name), step)
+        return values
+
+    def _hyperparameter_values(self, hyperparameters):
+        return {k: v for k, v in hyperparameters.items() if v is not None}
+
+    def _hyperparameter_names(self):
+        names = {"learning_rate"}
+        names.update(n for n in self.scheduled_hyperparameters if getattr(self, n) is not None)
+        return names
+
+    # ---------------------------------------------------------- weight decay
+    def _apply_weight_decay(self, variables):
+        # Keras's decoupled decay is replaced by `_coupled_gradient`/`_decoupled_decay`.
+        return
+
+    def _decays(self, variable, hyper):
+        return hyper.get("weight_decay") is not None and self._use_weight_decay(variable)
+
+    def _coupled_gradient(self, gradient, variable, hyper):
+        """`g + λ·θ` in coupled mode for a decayed variable, else `g`."""
+        if self.weight_decay_mode != "coupled" or not self._decays(variable, hyper):
+            return gradient
+        decay = ops.cast(hyper["weight_decay"], variable.dtype)
+        return ops.add(ops.convert_to_tensor(gradient), ops.multiply(decay, variable))
+
+    def _decoupled_decay(self, variable, hyper):
+        """`θ ← θ − η·λ·θ` in decoupled mode for a decayed variable."""
+        if self.weight_decay_mode != "decoupled" or not self._decays(variable, hyper):
+            return
+        rate = ops.cast(hyper["learning_rate"] * hyper["weight_decay"], variable.dtype)
+        self.assign_sub(variable, ops.multiply(rate, variable))
+
+    # ------------------------------------------------------ non-finite steps
+    def apply(self, grads, trainable_variables=None):
+        if not self.skip_nonfinite:
+            return super().apply(grads, trainable_variables)
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(list(trainable_variables))
+        from keras_momentum.optimizers import _skip  # noqa: PLC0415 (backend-specific)
+
+        parent = super(MomentumOptimizer, self)
+        _skip.apply_if_finite(self, lambda: parent.apply(grads, trainable_variables), grads)
+
+    # -------------------------------------------------------- serialisation
+    def get_config(self):
+        config = super().get_config()
+        config["weight_decay"] = hp.serialize(self.weight_decay)
+        config["weight_decay_mode"] = self.weight_decay_mode
+        config["skip_nonfinite"] = self.skip_nonfinite
+        for name in self.scheduled_hyperparameters:
+            config[name] = hp.serialize(getattr(self, name))
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        for name in cls.scheduled_hyperparameters:
+            if name in config:
+                config[name] = hp.deserialize(config[name], custom_objects)
+        return super().from_config(config, custom_objects=custom_objects)
+
+
+def _check_learning_rate(learning_rate):
+    if hp.is_schedule(learning_rate):
+        return learning_rate
+    if callable(learning_rate) and not isinstance(learning_rate, keras.Variable):
+        return learning_rate
+    return hp.check_number("learning_rate", learning_rate, low=0.0)

@@ -1,0 +1,215 @@
+"""Stochastic gradient descent with Keras- or PyTorch-style momentum."""
+
+import keras
+from keras import ops
+
+from keras_momentum.optimizers import _hyperparameters as hp
+from keras_momentum.optimizers.base import MomentumOptimizer
+
+FORMULATIONS = ("keras", "pytorch")
+
+
+@keras.saving.register_keras_serializable(package="keras_momentum")
+class SGD(MomentumOptimizer):
+    """Gradient descent with momentum, Nesterov, dampening and weight-decay modes.
+
+    With gradient `g`, parameter `θ`, velocity `v` (zero before the first update),
+    learning rate `η`, momentum `μ` and dampening `d`, each possibly a schedule evaluated
+    at the update count `t`:
+
+    `formulation="keras"` (Keras's SGD; velocity holds a step):
+
+        v ← μ·v − η·g
+        θ ← θ + v                       (nesterov=False)
+        θ ← θ + μ·v − η·g               (nesterov=True, with the new v)
+
+    `formulation="pytorch"` (torch.optim.SGD; velocity holds a gradient average):
+
+        v ← g                           (first update, t = 0)
+        v ← μ·v + (1 − d)·g             (later updates)
+        θ ← θ − η·v                     (nesterov=False)
+        θ ← θ − η·(g + μ·v)             (nesterov=True, with the new v)
+
+    The two agree while `η` is constant and `d = 0`; they differ when `η` changes,
+    because the Keras velocity carries past learning rates. Dampening only exists in
+    the PyTorch formulation (the Keras velocity is a step, so damping it would just
+    rescale the learning rate) and is rejected with `formulation="keras"`.
+
+    Weight decay `λ`: `"coupled"` adds `λ·θ` to `g` before the rules above;
+    `"decoupled"` also applies `θ ← θ − η·λ·θ`.
+
+    With `momentum=0` (a constant) no velocity is kept and `θ ← θ − η·g`.
+
+    On the TensorFlow backend, dense updates run as single fused kernels where they
+    compute exactly the rules above (`ResourceApplyKerasMomentum` for the Keras
+    formulation, `ResourceApplyMomentum` for the PyTorch one without dampening,
+    `ResourceApplyGradientDescent` without momentum); `fused=False` forces the generic
+    `keras.ops` path, which every other case (dampening, `IndexedSlices`, other
+    backends, other dtypes) uses. Sparse `IndexedSlices` gradients keep Keras's SGD
+    semantics: without momentum only the touched rows change; with momentum, the
+    velocity of every row decays and the gradient is scattered into the touched rows.
+
+    Args:
+        learning_rate: float >= 0, a `LearningRateSchedule`, or a zero-argument callable.
+        momentum: float in [0, 1) or a schedule. Defaults to 0.
+        nesterov: bool, Nesterov momentum. Needs non-zero momentum and no dampening.
+        dampening: float in [0, 1]; PyTorch formulation only. Defaults to 0.
+        formulation: `"keras"` or `"pytorch"`, as above. Defaults to `"keras"`.
+        weight_decay: None, a float >= 0 or a schedule.
+        weight_decay_mode: `"decoupled"` (default) or `"coupled"`.
+        fused: None (fused kernels where exact), or False (always the generic path).
+        skip_nonfinite: skip updates whose gradients are not finite. Defaults to False.
+        **kwargs: Keras's optimizer arguments (`clipnorm`, `clipvalue`,
+            `global_clipnorm`, `use_ema`, `ema_momentum`, `ema_overwrite_frequency`,
+            `loss_scale_factor`, `gradient_accumulation_steps`, `name`).
+
+    Reference:
+        Polyak, "Some methods of speeding up the convergence of iteration methods", 1964;
+        Sutskever et al., "On the importance of initialization and momentum in deep
+        learning", ICML 2013 (Nesterov form).
+    """
+
+    scheduled_hyperparameters = ("momentum", "weight_decay")
+
+    def __init__(
+        self,
+        learning_rate=0.01,
+        momentum=0.0,
+        nesterov=False,
+        dampening=0.0,
+        formulation="keras",
+        weight_decay=None,
+        weight_decay_mode="decoupled",
+        fused=None,
+        **kwargs,
+    ):
+        momentum = hp.check_hyperparameter("momentum", momentum, 0.0, 1.0, high_open=True)
+        dampening = hp.check_number("dampening", dampening, 0.0, 1.0)
+        hp.check_choice("formulation", formulation, FORMULATIONS)
+        if not isinstance(nesterov, bool):
+            raise TypeError(f"`nesterov` must be a bool, got {nesterov!r}")
+        if fused not in (None, False):
+            raise ValueError(f"`fused` must be None (automatic) or False, got {fused!r}")
+        if nesterov and momentum == 0:
+            raise ValueError("`nesterov=True` requires a non-zero `momentum`, got momentum=0.0")
+        if nesterov and dampening != 0:
+            raise ValueError(
+                f"`nesterov=True` requires `dampening=0`, got dampening={dampening!r}"
+            )
+        if formulation == "keras" and dampening != 0:
+            raise ValueError(
+                f"`dampening` must be 0 with formulation='keras', got {dampening!r}; "
+                "dampening is defined for formulation='pytorch' only"
+            )
+        super().__init__(
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            weight_decay_mode=weight_decay_mode,
+            **kwargs,
+        )
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.dampening = dampening
+        self.formulation = formulation
+        self.fused = fused
+
+    @property
+    def has_velocity(self):
+        return hp.is_schedule(self.momentum) or self.momentum != 0
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.velocities = (
+            self.add_optimizer_variables(variables, "velocity") if self.has_velocity else []
+        )
+        self._kernels = None
+        if self.fused is None and keras.backend.backend() == "tensorflow":
+            from keras_momentum.optimizers import _tf_kernels  # noqa: PLC0415
+
+            self._kernels = _tf_kernels
+
+    def _velocity_variables(self):
+        return [v for v in self.velocities if v is not None]
+
+    def update_step(self, gradient, variable, hyper):
+        gradient = self._coupled_gradient(gradient, variable, hyper)
+        self._decoupled_decay(variable, hyper)
+        velocity = None
+        if self.has_velocity:
+            velocity = self.velocities[self._get_variable_index(variable)]
+        if self._kernels is not None and self._kernels.apply_sgd(self, gradient, variable, velocity, hyper):
+            return
+        learning_rate = ops.cast(hyper["learning_rate"], variable.dtype)
+        if velocity is None:
+            self.assign_sub(variable, _scale(gradient, learning_rate))
+        elif self.formulation == "keras":
+            self._keras_step(gradient, variable, velocity, learning_rate, hyper)
+        else:
+            self._pytorch_step(gradient, variable, velocity, learning_rate, hyper)
+
+    def _keras_step(self, gradient, variable, velocity, learning_rate, hyper):
+        momentum = ops.cast(hyper["momentum"], variable.dtype)
+        if _is_sparse(gradient):
+            step = _scale(gradient, learning_rate)
+            self.assign(velocity, ops.multiply(velocity, momentum))
+            self.assign_sub(velocity, step)
+            if self.nesterov:
+                self.assign_add(variable, ops.multiply(velocity, momentum))
+                self.assign_sub(variable, step)
+            else:
+                self.assign_add(variable, velocity)
+            return
+        step = ops.multiply(gradient, learning_rate)
+        new_velocity = ops.subtract(ops.multiply(velocity, momentum), step)
+        self.assign(velocity, new_velocity)
+        if self.nesterov:
+            self.assign_add(variable, ops.subtract(ops.multiply(new_velocity, momentum), step))
+        else:
+            self.assign_add(variable, new_velocity)
+
+    def _pytorch_step(self, gradient, variable, velocity, learning_rate, hyper):
+        momentum = ops.cast(hyper["momentum"], variable.dtype)
+        if self.dampening != 0:
+            # torch.optim.SGD copies the first gradient into the buffer undamped.
+            gradient = ops.convert_to_tensor(gradient)
+            damped = ops.add(
+                ops.multiply(velocity, momentum),
+                ops.multiply(ops.cast(1.0 - self.dampening, variable.dtype), gradient),
+            )
+            self.assign(velocity, ops.where(ops.equal(self.iterations, 0), gradient, damped))
+        elif _is_sparse(gradient):
+            self.assign(velocity, ops.multiply(velocity, momentum))
+            self.assign_add(velocity, gradient)
+        else:
+            self.assign(velocity, ops.add(ops.multiply(velocity, momentum), gradient))
+        if self.nesterov:
+            self.assign_sub(variable, _scale(gradient, learning_rate))
+            self.assign_sub(variable, ops.multiply(velocity, momentum * learning_rate))
+        else:
+            self.assign_sub(variable, ops.multiply(velocity, learning_rate))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "nesterov": self.nesterov,
+                "dampening": self.dampening,
+                "formulation": self.formulation,
+                "fused": self.fused,
+            }
+        )
+        return config
+
+
+def _is_sparse(gradient):
+    return hasattr(gradient, "indices") and hasattr(gradient, "values")
+
+
+def _scale(gradient, factor):
+    """`factor·gradient`, keeping `IndexedSlices` sparse so only touched rows change."""
+    if _is_sparse(gradient):
+        values = gradient.values * ops.cast(factor, gradient.values.dtype)
+        return type(gradient)(values, gradient.indices, gradient.dense_shape)
+    return ops.multiply(gradient, factor)
