@@ -16,8 +16,9 @@ class MomentumOptimizer(InstrumentationMixin, keras.optimizers.Optimizer):
     `scheduled_hyperparameters`; each is an attribute holding a float or a
     `LearningRateSchedule`. Once per update, the base evaluates them at
     `optimizer.iterations` and hands `update_step(gradient, variable, hyper)` a dict
-    `hyper` with `"learning_rate"` (multiplier included) and one entry per name, so a
-    schedule costs a few scalar operations per step and never a retrace.
+    `hyper` with `"learning_rate"` (multiplier included) and one entry per name, each a
+    float32 scalar (None for an unset weight decay), so a schedule costs a few scalar
+    operations per step and never a retrace.
 
     Weight decay `λ` (float or schedule) is applied by `update_step` through
     `_coupled_gradient` and `_decoupled_decay`:
@@ -65,7 +66,9 @@ class MomentumOptimizer(InstrumentationMixin, keras.optimizers.Optimizer):
         step = self.iterations
         values = {"learning_rate": learning_rate}
         for name in self.scheduled_hyperparameters:
-            values[name] = hp.evaluate(getattr(self, name), step)
+            value = getattr(self, name)
+            # float32 scalars on every backend, whether constant or scheduled.
+            values[name] = None if value is None else ops.cast(hp.evaluate(value, step), "float32")
         return values
 
     def _hyperparameter_values(self, hyperparameters):
@@ -95,7 +98,10 @@ class MomentumOptimizer(InstrumentationMixin, keras.optimizers.Optimizer):
         """`θ ← θ − η·λ·θ` in decoupled mode for a decayed variable."""
         if self.weight_decay_mode != "decoupled" or not self._decays(variable, hyper):
             return
-        rate = ops.cast(hyper["learning_rate"] * hyper["weight_decay"], variable.dtype)
+        rate = ops.multiply(
+            ops.cast(hyper["learning_rate"], variable.dtype),
+            ops.cast(hyper["weight_decay"], variable.dtype),
+        )
         self.assign_sub(variable, ops.multiply(rate, variable))
 
     # ------------------------------------------------------ non-finite steps

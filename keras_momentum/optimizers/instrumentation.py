@@ -148,17 +148,16 @@ class InstrumentationMixin:
         for i, name in enumerate(SCALARS):
             if name in wanted:
                 out[name] = float(scalars[i])
+        paths = unique_paths(self._trainable_variables)
         if "per_variable_norms" in self._statistics:
             norms = read(self._statistics_norms)
-            for variable, norm in zip(self._trainable_variables, norms):
-                out[f"gradient_norm/{variable.path}"] = float(norm)
+            for path, norm in zip(paths, norms):
+                out[f"gradient_norm/{path}"] = float(norm)
         if "histograms" in self._statistics:
             out["histograms"] = {
-                variable.path: (ranges, counts)
-                for variable, ranges, counts in zip(
-                    self._trainable_variables,
-                    read(self._statistics_ranges),
-                    read(self._statistics_histograms),
+                path: (ranges, counts)
+                for path, ranges, counts in zip(
+                    paths, read(self._statistics_ranges), read(self._statistics_histograms)
                 )
             }
         return out
@@ -266,6 +265,25 @@ class InstrumentationMixin:
                 _scatter_rows(scratch.indices, counts, (count, HISTOGRAM_BINS))
             )
         self._step_scratch = threading.local()
+
+
+def unique_paths(variables):
+    """The variables' paths, with `_1`, `_2`, ... appended to repeats, in order.
+
+    Keras lets two variables share a path (two layers of one name built outside a model),
+    and `read_statistics` keys per-variable values by path. `global` and `global_clipped`
+    are avoided too: they name the global norms in the same key space.
+    """
+    taken = {"global", "global_clipped"}
+    paths = []
+    for variable in variables:
+        path, repeat = variable.path, 0
+        while path in taken:
+            repeat += 1
+            path = f"{variable.path}_{repeat}"
+        taken.add(path)
+        paths.append(path)
+    return paths
 
 
 def _values(gradient):

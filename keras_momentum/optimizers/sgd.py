@@ -91,10 +91,12 @@ class SGD(MomentumOptimizer):
         if fused not in (None, False):
             raise ValueError(f"`fused` must be None (automatic) or False, got {fused!r}")
         if nesterov and momentum == 0:
-            raise ValueError("`nesterov=True` requires a non-zero `momentum`, got momentum=0.0")
+            raise ValueError(
+                "`nesterov` requires a non-zero `momentum`, got nesterov=True, momentum=0.0"
+            )
         if nesterov and dampening != 0:
             raise ValueError(
-                f"`nesterov=True` requires `dampening=0`, got dampening={dampening!r}"
+                f"`nesterov` requires `dampening=0`, got nesterov=True, dampening={dampening!r}"
             )
         if formulation == "keras" and dampening != 0:
             raise ValueError(

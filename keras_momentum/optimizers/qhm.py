@@ -1,0 +1,104 @@
+"""Quasi-hyperbolic momentum."""
+
+import keras
+from keras import ops
+
+from keras_momentum.optimizers import _hyperparameters as hp
+from keras_momentum.optimizers._dense import dense_gradient
+from keras_momentum.optimizers.base import MomentumOptimizer
+
+
+@keras.saving.register_keras_serializable(package="keras_momentum")
+class QHM(MomentumOptimizer):
+    """Quasi-hyperbolic momentum: a weighted mix of the plain gradient and its average.
+
+    With gradient `g`, parameter `θ`, buffer `b` (zero before the first update),
+    learning rate `η`, momentum `β` (possibly a schedule, evaluated at the update count)
+    and immediate-discount factor `ν`:
+
+        b ← β·b + (1 − β)·g
+        θ ← θ − η·((1 − ν)·g + ν·b)
+
+    The buffer is an exponential moving average of gradients (its weights sum to one,
+    unlike the velocity of heavy-ball momentum). `ν = 0` gives plain gradient descent,
+    `ν = 1` gives momentum with a normalised buffer; in between, the step is
+    "quasi-hyperbolic". The defaults `β = 0.999`, `ν = 0.7` are the rule of thumb the
+    paper recommends; its other suggestion, `β = 0.9`, `ν = 0.7`, behaves more like
+    ordinary momentum.
+
+    The buffer starts at zero and is not bias-corrected, as in the paper and in
+    `pytorch_optimizer.QHM`, so with `β` close to 1 the first steps are mostly the
+    `(1 − ν)·g` part. Sparse `IndexedSlices` gradients are densified.
+
+    Weight decay `λ`: `"coupled"` adds `λ·θ` to `g` before the rules above (L2
+    regularisation, `pytorch_optimizer.QHM`'s default); `"decoupled"` (default) applies
+    `θ ← θ − η·λ·θ` beside the step (`pytorch_optimizer.QHM(weight_decouple=True)`).
+
+    Args:
+        learning_rate: float >= 0, a `LearningRateSchedule`, or a zero-argument callable.
+            Defaults to 1e-3.
+        momentum: `β`, float in [0, 1) or a schedule. Defaults to 0.999.
+        nu: `ν`, float in [0, 1]. Defaults to 0.7.
+        weight_decay: None, a float >= 0 or a schedule.
+        weight_decay_mode: `"decoupled"` (default) or `"coupled"`.
+        skip_nonfinite: skip updates whose gradients are not finite. Defaults to False.
+        **kwargs: Keras's optimizer arguments (`clipnorm`, `clipvalue`,
+            `global_clipnorm`, `use_ema`, `ema_momentum`, `ema_overwrite_frequency`,
+            `loss_scale_factor`, `gradient_accumulation_steps`, `name`).
+
+    Reference:
+        Ma & Yarats, "Quasi-hyperbolic momentum and Adam for deep learning", ICLR 2019.
+    """
+
+    scheduled_hyperparameters = ("momentum", "weight_decay")
+
+    def __init__(
+        self,
+        learning_rate=1e-3,
+        momentum=0.999,
+        nu=0.7,
+        weight_decay=None,
+        weight_decay_mode="decoupled",
+        **kwargs,
+    ):
+        momentum = hp.check_hyperparameter("momentum", momentum, 0.0, 1.0, high_open=True)
+        nu = hp.check_number("nu", nu, 0.0, 1.0)
+        super().__init__(
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            weight_decay_mode=weight_decay_mode,
+            **kwargs,
+        )
+        self.momentum = momentum
+        self.nu = nu
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.velocities = self.add_optimizer_variables(variables, "velocity")
+
+    def _velocity_variables(self):
+        return [v for v in self.velocities if v is not None]
+
+    def update_step(self, gradient, variable, hyper):
+        gradient = dense_gradient(gradient, variable.dtype)
+        gradient = self._coupled_gradient(gradient, variable, hyper)
+        self._decoupled_decay(variable, hyper)
+        buffer = self.velocities[self._get_variable_index(variable)]
+        momentum = ops.cast(hyper["momentum"], variable.dtype)
+        learning_rate = ops.cast(hyper["learning_rate"], variable.dtype)
+        new_buffer = ops.add(
+            ops.multiply(momentum, buffer), ops.multiply(ops.subtract(1.0, momentum), gradient)
+        )
+        self.assign(buffer, new_buffer)
+        step = ops.add(
+            ops.multiply(ops.cast(1.0 - self.nu, variable.dtype), gradient),
+            ops.multiply(ops.cast(self.nu, variable.dtype), new_buffer),
+        )
+        self.assign_sub(variable, ops.multiply(learning_rate, step))
+
+    def get_config(self):
+        config = super().get_config()
+        config["nu"] = self.nu
+        return config
