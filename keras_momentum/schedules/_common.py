@@ -1,0 +1,81 @@
+"""Helpers shared by the schedules: step conversion, nested schedules, annealing curves."""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_momentum.schedules import _validation
+
+ANNEAL_CHOICES = ("cos", "linear")
+
+
+def as_step(step):
+    """Converts `step` (Python number, NumPy scalar, tensor or variable) to a float32 scalar."""
+    step = ops.convert_to_tensor(step)
+    try:
+        rank = len(step.shape)
+    except (TypeError, ValueError):  # unknown rank while tracing: nothing to check yet
+        rank = None
+    if rank is not None and rank != 0:
+        raise ValueError(
+            f"`step` must be a scalar (the optimizer's iteration count), "
+            f"got a tensor of shape {tuple(step.shape)}"
+        )
+    return ops.cast(step, "float32")
+
+
+def check_nested(name, schedule):
+    """A nested schedule: a `LearningRateSchedule` or a real number (a constant)."""
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        return schedule
+    try:
+        return _validation.real(name, schedule)
+    except TypeError:
+        raise TypeError(
+            f"`{name}` must be a `keras.optimizers.schedules.LearningRateSchedule` or a float, "
+            f"got {schedule!r} of type {type(schedule).__name__}"
+        ) from None
+
+
+def evaluate(schedule, step):
+    """Value of a nested schedule (or constant) at `step`, as a float32 tensor."""
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        return ops.cast(schedule(step), "float32")
+    return ops.convert_to_tensor(schedule, "float32")
+
+
+def serialize_nested(schedule):
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        return keras.saving.serialize_keras_object(schedule)
+    return schedule
+
+
+def deserialize_nested(config):
+    if isinstance(config, dict):
+        return keras.saving.deserialize_keras_object(config)
+    return config
+
+
+def anneal(start, end, fraction, kind):
+    """Goes from `start` (fraction 0) to `end` (fraction 1) along a half cosine or a line."""
+    if kind == "cos":
+        return end + (start - end) * 0.5 * (1.0 + ops.cos(math.pi * fraction))
+    return start + (end - start) * fraction
+
+
+def piecewise_anneal(step, phase_ends, values, kind):
+    """Joins annealing phases the way torch's `OneCycleLR` does.
+
+    Phase `i` runs from `phase_ends[i - 1]` (0 for the first phase) to `phase_ends[i]` and anneals
+    from `values[i]` to `values[i + 1]`. A step belongs to the first phase whose end it does not
+    pass; steps after the last end stay at `values[-1]`.
+    """
+    starts = [0.0] + list(phase_ends[:-1])
+    result = None
+    for index in reversed(range(len(phase_ends))):
+        start, end = starts[index], phase_ends[index]
+        fraction = ops.clip((step - start) / (end - start), 0.0, 1.0)
+        value = anneal(values[index], values[index + 1], fraction, kind)
+        result = value if result is None else ops.where(step <= end, value, result)
+    return result
