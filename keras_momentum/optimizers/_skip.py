@@ -10,14 +10,14 @@ def all_finite(grads):
 
 
 def apply_if_finite(optimizer, apply, grads):
-    """Runs `apply()` when every gradient is finite, else counts a skipped step."""
+    """Runs `apply(grads)` when every gradient is finite, else counts a skipped step."""
     finite = all_finite(grads)
     if keras.backend.backend() == "tensorflow":
-        _tf_apply_if_finite(optimizer, apply, finite)
+        _tf_apply_if_finite(optimizer, apply, grads, finite)
     elif keras.backend.backend() == "jax":
-        _select_apply_if_finite(optimizer, apply, finite)
+        _select_apply_if_finite(optimizer, lambda: apply(grads), finite)
     else:
-        ops.cond(finite, apply, lambda: optimizer.nonfinite_steps.assign_add(1))
+        ops.cond(finite, lambda: apply(grads), lambda: _count(optimizer))
 
 
 def _count(optimizer):
@@ -34,24 +34,27 @@ def _select_apply_if_finite(optimizer, apply, finite):
     optimizer.nonfinite_steps.assign_add(ops.cast(ops.logical_not(finite), "int32"))
 
 
-def _tf_apply_if_finite(optimizer, apply, finite):
+def _tf_apply_if_finite(optimizer, apply, grads, finite):
     import tensorflow as tf  # noqa: PLC0415 (TensorFlow backend only)
 
     context = tf.distribute.get_replica_context()
     if context is None or tf.__internal__.distribute.strategy_supports_no_merge_call():
-        tf.cond(finite, lambda: _run(apply), lambda: _run(lambda: _count(optimizer)))
+        tf.cond(finite, lambda: _run(lambda: apply(grads)), lambda: _run(lambda: _count(optimizer)))
         return
 
-    # A cond whose branch calls merge_call must itself run in cross-replica context.
-    def in_cross_replica(distribution, finite_per_replica):
+    # A cond whose branch calls merge_call must itself run in cross-replica context; the
+    # gradients travel through merge_call so that each replica applies its own.
+    def in_cross_replica(distribution, finite_per_replica, grads_per_replica):
         first = distribution.experimental_local_results(finite_per_replica)[0]
         tf.cond(
             first,
-            lambda: _run(lambda: distribution.extended.call_for_each_replica(apply)),
+            lambda: _run(
+                lambda: distribution.extended.call_for_each_replica(apply, args=(grads_per_replica,))
+            ),
             lambda: _run(lambda: _count(optimizer)),
         )
 
-    context.merge_call(in_cross_replica, args=(finite,))
+    context.merge_call(in_cross_replica, args=(finite, list(grads)))
 
 
 def _run(function):

@@ -114,7 +114,7 @@ class MomentumOptimizer(InstrumentationMixin, keras.optimizers.Optimizer):
         from keras_momentum.optimizers import _skip  # noqa: PLC0415 (backend-specific)
 
         parent = super(MomentumOptimizer, self)
-        _skip.apply_if_finite(self, lambda: parent.apply(grads, trainable_variables), grads)
+        _skip.apply_if_finite(self, lambda g: parent.apply(g, trainable_variables), grads)
 
     # -------------------------------------------------------- serialisation
     def get_config(self):
