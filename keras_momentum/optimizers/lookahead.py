@@ -95,19 +95,24 @@ class Lookahead(keras.optimizers.Optimizer):
         pairs = [(fast, slow) for fast, slow in pairs if slow is not None]
         # `_iterations` counts the inner updates made under this wrapper.
         _assign_if(
-            ops.equal(self._iterations, 0), [(slow, fast.value) for fast, slow in pairs]
+            ops.equal(self._iterations, 0), lambda: [(slow, fast.value) for fast, slow in pairs]
         )
-        before = ops.convert_to_tensor(self.inner_optimizer.iterations)
+        # A copy: on TensorFlow, converting the variable itself would read it later.
+        before = ops.copy(self.inner_optimizer.iterations)
         self.inner_optimizer.apply(grads, trainable_variables)
-        updated = ops.not_equal(ops.convert_to_tensor(self.inner_optimizer.iterations), before)
+        updated = ops.not_equal(self.inner_optimizer.iterations, before)
         count = self._iterations + ops.cast(updated, self._iterations.dtype)
         self._iterations.assign(count)
         synchronise = ops.logical_and(updated, ops.equal(count % self.sync_period, 0))
+        _assign_if(synchronise, lambda: self._synchronised(pairs))
+
+    def _synchronised(self, pairs):
         assignments = []
         for fast, slow in pairs:
-            new_slow = slow + ops.cast(self.slow_step_size, slow.dtype) * (fast - slow)
+            step_size = ops.cast(self.slow_step_size, slow.dtype)
+            new_slow = ops.add(slow.value, ops.multiply(step_size, fast.value - slow.value))
             assignments += [(slow, new_slow), (fast, new_slow)]
-        _assign_if(synchronise, assignments)
+        return assignments
 
     # ------------------------------------------------------------ delegation
     @property
@@ -159,16 +164,14 @@ class Lookahead(keras.optimizers.Optimizer):
 
 
 def _assign_if(condition, assignments):
-    """Runs `variable.assign(value)` for each pair when the scalar `condition` holds."""
-    if not assignments:
-        return
+    """Assigns the `(variable, value)` pairs that `assignments()` returns if `condition`."""
     if keras.backend.backend() == "jax":
-        for variable, value in assignments:
+        for variable, value in assignments():
             variable.assign(ops.where(condition, value, variable.value))
         return
 
     def assign():
-        for variable, value in assignments:
+        for variable, value in assignments():
             variable.assign(value)
 
     ops.cond(condition, assign, lambda: None)

@@ -1,0 +1,187 @@
+"""A TensorBoard event-file writer that needs the `tensorboard` package only.
+
+TensorFlow's summary writers cannot be used on the JAX or PyTorch backends when TensorFlow
+is not installed, and `tensorboard.summary.Writer` writes scalars only. This module writes
+the same records TensorFlow does (TFRecord framing with masked CRC32C, `Event` protos) with
+`tensorboard`'s own protos and record writer, on every backend, so the logs of a run look
+the same whichever backend produced them.
+
+Writes go to a buffered file in the caller's thread (a few hundred bytes per logged step, no
+system call until the buffer fills); a daemon thread flushes it every `flush_secs`, so a
+killed process loses at most the last `flush_secs` of records. Writers still open at
+interpreter exit are closed by an `atexit` hook, and a writer that is garbage-collected
+closes itself.
+"""
+
+import atexit
+import itertools
+import os
+import socket
+import threading
+import time
+import weakref
+
+import numpy as np
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.plugins.histogram import metadata as histogram_metadata
+from tensorboard.plugins.scalar import metadata as scalar_metadata
+from tensorboard.summary.writer.record_writer import RecordWriter
+from tensorboard.util import tensor_util
+
+_OPEN_WRITERS = weakref.WeakSet()
+_FILE_NUMBERS = itertools.count()
+
+
+class EventWriter:
+    """Appends summaries to a new event file in `directory`.
+
+    Args:
+        directory: the run directory; created when missing. Paths with a scheme
+            (`gs://...`) go through `tensorboard.compat.tf.io.gfile`, which is TensorFlow's
+            file system when TensorFlow is installed.
+        flush_secs: seconds between background flushes, > 0.
+
+    Raises:
+        OSError: when the directory or the file cannot be created, and from any later call
+            once a write or flush has failed.
+    """
+
+    def __init__(self, directory, flush_secs):
+        directory = os.fspath(directory)
+        name = "events.out.tfevents.%010d.%s.%d.%d.keras_momentum" % (
+            time.time(), socket.gethostname(), os.getpid(), next(_FILE_NUMBERS)
+        )
+        self.path = os.path.join(directory, name)
+        if "://" in directory:
+            from tensorboard.compat import tf  # noqa: PLC0415 (imports TensorFlow if present)
+
+            tf.io.gfile.makedirs(directory)
+            stream = tf.io.gfile.GFile(self.path, "wb")
+        else:
+            os.makedirs(directory, exist_ok=True)
+            stream = open(self.path, "wb")  # noqa: SIM115 (closed by `close`)
+        self._records = RecordWriter(stream)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._dirty = False
+        self._error = None
+        self._described_tags = set()
+        self._stop = threading.Event()
+        self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+        self.flush()
+        threading.Thread(
+            target=_flush_periodically,
+            args=(weakref.ref(self), self._stop, float(flush_secs)),
+            name="keras_momentum-event-writer",
+            daemon=True,
+        ).start()
+        _OPEN_WRITERS.add(self)
+
+    # ---------------------------------------------------------------- writing
+    def scalar(self, tag, value, step):
+        """Writes a float32 scalar for the Scalars dashboard."""
+        self._value(
+            tag, tensor_util.make_tensor_proto(np.float32(value)), step,
+            scalar_metadata.create_summary_metadata(display_name=None, description=None),
+            summary_pb2.DATA_CLASS_SCALAR,
+        )
+
+    def histogram(self, tag, buckets, step):
+        """Writes a histogram: `buckets` is a `[k, 3]` array of (left edge, right edge, count).
+
+        That tensor is what `tf.summary.histogram` stores and what TensorBoard's Histograms
+        and Distributions dashboards read.
+        """
+        buckets = np.asarray(buckets, dtype=np.float64)
+        if buckets.ndim != 2 or buckets.shape[1] != 3:
+            raise ValueError(f"`buckets` must have shape [k, 3], got {buckets.shape}")
+        self._value(
+            tag, tensor_util.make_tensor_proto(buckets, dtype=np.float64), step,
+            histogram_metadata.create_summary_metadata(display_name=None, description=None),
+            summary_pb2.DATA_CLASS_TENSOR,
+        )
+
+    def summary(self, summary, step):
+        """Writes a prepared `summary_pb2.Summary` (e.g. an HParams session record)."""
+        event = event_pb2.Event(wall_time=time.time(), step=int(step))
+        event.summary.CopyFrom(summary)
+        self._write(event)
+
+    def _value(self, tag, tensor, step, metadata, data_class):
+        event = event_pb2.Event(wall_time=time.time(), step=int(step))
+        value = event.summary.value.add(tag=tag, tensor=tensor)
+        # TensorBoard takes a series' metadata from its first record in the run.
+        if tag not in self._described_tags:
+            metadata.data_class = data_class
+            value.metadata.CopyFrom(metadata)
+            self._described_tags.add(tag)
+        self._write(event)
+
+    def _write(self, event):
+        with self._lock:
+            self._check()
+            self._records.write(event.SerializeToString())
+            self._dirty = True
+
+    # ------------------------------------------------------------ lifecycle
+    def flush(self):
+        """Hands everything written so far to the operating system."""
+        with self._lock:
+            self._check()
+            self._flush_locked()
+
+    def close(self):
+        """Flushes and closes the file; later calls do nothing."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop.set()
+            self._records.close()
+
+    @property
+    def closed(self):
+        return self._closed
+
+    def _flush_if_dirty(self):
+        with self._lock:
+            if self._dirty and not self._closed and self._error is None:
+                try:
+                    self._flush_locked()
+                except OSError as error:
+                    self._error = error
+
+    def _flush_locked(self):
+        self._records.flush()
+        self._dirty = False
+
+    def _check(self):
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            raise OSError(f"the event file {self.path!r} is closed")
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 (nothing can be reported during collection)
+            pass
+
+
+def _flush_periodically(writer_ref, stop, interval):
+    # Holds the writer only weakly between flushes so that an abandoned writer is collected.
+    while not stop.wait(interval):
+        writer = writer_ref()
+        if writer is None:
+            return
+        writer._flush_if_dirty()
+        del writer
+
+
+@atexit.register
+def _close_open_writers():
+    for writer in list(_OPEN_WRITERS):
+        try:
+            writer.close()
+        except Exception:  # noqa: BLE001, S110 (best effort while the interpreter exits)
+            pass

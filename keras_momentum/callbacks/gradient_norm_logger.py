@@ -1,0 +1,112 @@
+"""TensorBoard scalars and histograms of the gradients each optimizer update received."""
+
+import numbers
+
+import numpy as np
+
+from keras_momentum.callbacks._optimizer_logger import OptimizerLogger
+
+GLOBAL_SCALARS = (
+    "gradient_norm/global",
+    "gradient_norm/global_clipped",
+    "update_ratio/global",
+    "velocity_norm/global",
+)
+HISTOGRAM_PREFIX = "gradient_histogram/"
+
+
+class GradientNormLogger(OptimizerLogger):
+    """Logs gradient norms, the relative update size and gradient histograms.
+
+    With gradients `g_i` of the trainable variables `θ_i`, as the optimizer's update
+    receives them (averaged over the micro-batches under `gradient_accumulation_steps`,
+    divided by the loss scale under a `LossScaleOptimizer`), each logged update writes:
+
+    * `gradient_norm/global`: `sqrt(Σ_i ‖g_i‖²)`, before `clipnorm`/`global_clipnorm`/
+      `clipvalue`;
+    * `gradient_norm/global_clipped`: the same norm after clipping;
+    * `gradient_norm/<variable path>`: `‖g_i‖` for each variable, when `per_layer` (paths
+      shared by two variables get a `_1`, `_2`, ... suffix, so tags never collide);
+    * `update_ratio/global`: `‖Δθ‖ / ‖θ‖` over all variables, the step's size relative to
+      the weights (`θ` before the update);
+    * `velocity_norm/global`: the norm of all velocity (momentum) slots after the update,
+      for optimizers that keep them;
+    * `gradient_histogram/<variable path>`: every `histogram_freq` updates, a 30-bucket
+      histogram of each gradient's values between its minimum and maximum.
+
+    Norms are sums over all entries (for a sparse `IndexedSlices` gradient, over the rows
+    it holds). Steps, run directory, optimizer requirements, `steps_per_execution` and
+    failure handling are as for `LearningRateLogger`: the step is the number of updates
+    done, the first update is step 1, and records go to `<log_dir>/train`.
+
+    Cost: the statistics are computed inside the train step on every update once the
+    callback is attached (a few reductions per variable; histograms add one pass over every
+    gradient and are only computed when `histogram_freq > 0`, `update_ratio` keeps a copy of
+    the weights during the step). Python reads them from the device only on logged steps.
+
+    Args:
+        log_dir: directory of the TensorBoard logs, as given to `keras.callbacks.TensorBoard`.
+        update_freq: int >= 1; log the updates whose number is a multiple of it. Defaults
+            to 1.
+        per_layer: bool, also log the norm of each variable's gradient. Defaults to True.
+        histogram_freq: int >= 0; write gradient histograms at updates that are multiples of
+            it (at the first logged update past each multiple when `update_freq` or
+            `steps_per_execution` skips it). 0, the default, writes none.
+        flush_secs: seconds between flushes of the event file. Defaults to 10.
+
+    Example:
+
+        model.fit(x, y, callbacks=[GradientNormLogger("logs", histogram_freq=100)])
+    """
+
+    def __init__(self, log_dir, update_freq=1, per_layer=True, histogram_freq=0, flush_secs=10.0):
+        super().__init__(log_dir, update_freq=update_freq, flush_secs=flush_secs)
+        if not isinstance(per_layer, bool):
+            raise TypeError(f"`per_layer` must be a bool, got {per_layer!r}")
+        if (
+            isinstance(histogram_freq, bool)
+            or not isinstance(histogram_freq, numbers.Integral)
+            or histogram_freq < 0
+        ):
+            raise ValueError(f"`histogram_freq` must be an int >= 0, got {histogram_freq!r}")
+        self.per_layer = per_layer
+        self.histogram_freq = int(histogram_freq)
+        self._last_histogram_step = 0
+
+    def _statistics_kinds(self):
+        kinds = ["gradient_norms", "update_ratio", "velocity_norm"]
+        if self.per_layer:
+            kinds.append("per_variable_norms")
+        if self.histogram_freq:
+            kinds.append("histograms")
+        return kinds
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._last_histogram_step = self._predicted
+
+    def _write_statistics(self, writer, statistics, step):
+        for name in GLOBAL_SCALARS:
+            if name in statistics:
+                writer.scalar(name, statistics[name], step)
+        if self.per_layer:
+            for name, value in statistics.items():
+                if name.startswith("gradient_norm/") and name not in GLOBAL_SCALARS:
+                    writer.scalar(name, value, step)
+        freq = self.histogram_freq
+        if freq and step // freq > self._last_histogram_step // freq:
+            for path, (value_range, counts) in statistics["histograms"].items():
+                writer.histogram(HISTOGRAM_PREFIX + path, histogram_buckets(value_range, counts), step)
+            self._last_histogram_step = step
+
+
+def histogram_buckets(value_range, counts):
+    """The `[k, 3]` (left edge, right edge, count) array of `k` equal buckets over a range.
+
+    `value_range` is `(low, high)` and `counts[j]` the number of values in bucket `j`, as
+    `InstrumentationMixin` records them.
+    """
+    low, high = (float(x) for x in np.asarray(value_range).reshape(2))
+    counts = np.asarray(counts, dtype=np.float64).reshape(-1)
+    edges = np.linspace(low, high, counts.size + 1)
+    return np.stack([edges[:-1], edges[1:], counts], axis=1)
