@@ -196,3 +196,30 @@ def test_matches_torch_optim_sgd(case, fused):
         # torch ran with float64 learning rates, ours are float32: compare norm-wise.
         want = np.array(want)
         assert np.linalg.norm(got - want) <= 1e-6 * np.linalg.norm(want)
+
+
+FUSED_CASES = [
+    dict(momentum=0.0),
+    dict(momentum=0.9),
+    dict(momentum=0.9, nesterov=True),
+    dict(momentum=0.9, formulation="pytorch"),
+    dict(momentum=0.9, nesterov=True, formulation="pytorch"),
+    dict(momentum=0.9, weight_decay=0.01, weight_decay_mode="coupled"),
+    dict(momentum=0.9, weight_decay=0.01, weight_decay_mode="decoupled", nesterov=True),
+    dict(learning_rate=Table(learning_rates(True)), momentum=Table(momenta(True))),
+]
+
+
+@pytest.mark.tensorflow
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("kwargs", FUSED_CASES, ids=lambda k: "-".join(f"{a}={b}" for a, b in k.items() if a != "learning_rate"))
+def test_fused_and_generic_paths_agree(kwargs, jit):
+    """The fused TensorFlow kernels and the keras.ops path: one contract, float32, 300 steps."""
+    theta0, mats, _ = quadratic(seed=5)
+    kwargs = {"learning_rate": 0.03, **kwargs}
+    results = [
+        run_ours(SGD(fused=fused, **kwargs), theta0, mats, dtype="float32", steps=300, jit=jit)
+        for fused in (None, False)
+    ]
+    for fused, generic in zip(*results):
+        np.testing.assert_allclose(fused, generic, rtol=1e-6, atol=1e-6 * np.abs(generic).max())
