@@ -1,8 +1,9 @@
 """The machinery shared by the TensorBoard loggers: which optimizer, which steps, how to read.
 
-A logger finds the optimizer that carries `InstrumentationMixin` (unwrapping
-`LossScaleOptimizer` and other wrappers with an `inner_optimizer`), switches on the
-statistics it needs and makes the model retrace its train function so the step records them.
+A logger finds the optimizer that makes the updates (the innermost one under
+`LossScaleOptimizer`, `Lookahead` and other wrappers with an `inner_optimizer`), checks that it
+carries `InstrumentationMixin`, switches on the statistics it needs and makes the model retrace
+its train function so the step records them.
 After each batch it decides on the host, without touching the device, whether an update
 whose number is a multiple of `update_freq` may have happened; only then does it read the
 optimizer's update count and statistics and write them to `<log_dir>/train`.
@@ -21,18 +22,22 @@ RUN = "train"  # keras.callbacks.TensorBoard's run directory for training summar
 
 
 def instrumented_optimizer(optimizer, caller):
-    """The optimizer inside `optimizer`'s wrappers that records statistics.
+    """The innermost optimizer inside `optimizer`'s wrappers, which must record statistics.
+
+    Wrappers (`LossScaleOptimizer`, `Lookahead`) hand the gradients to `inner_optimizer`,
+    whose update is the one that records them and whose `learning_rate_multiplier` the
+    plateau reducer scales.
 
     Raises:
-        TypeError: when there is none.
+        TypeError: when that optimizer lacks `InstrumentationMixin`.
     """
+    if optimizer is None:
+        raise TypeError(f"{caller} needs a compiled model; the model has no optimizer")
     found = optimizer
-    while not isinstance(found, InstrumentationMixin) and hasattr(found, "inner_optimizer"):
+    while hasattr(found, "inner_optimizer"):
         found = found.inner_optimizer
     if isinstance(found, InstrumentationMixin):
         return found
-    if optimizer is None:
-        raise TypeError(f"{caller} needs a compiled model; the model has no optimizer")
     name = type(found).__name__
     raise TypeError(
         f"{caller} needs an optimizer that records statistics, got {name} "
@@ -141,7 +146,7 @@ class OptimizerLogger(keras.callbacks.Callback):
         the variables; the lists follow `model.optimizer.variables`, which for a wrapper
         includes the wrapped optimizer's variables.
         """
-        state = None  # MUTANT
+        state = getattr(self._model, "_jax_state", None)
         values = state.get("optimizer_variables") if state else None
         if values is None:
             return None

@@ -96,7 +96,8 @@ class GradientNormLogger(OptimizerLogger):
         freq = self.histogram_freq
         if freq and step // freq > self._last_histogram_step // freq:
             for path, (value_range, counts) in statistics["histograms"].items():
-                writer.histogram(HISTOGRAM_PREFIX + path, histogram_buckets(value_range, counts), step)
+                buckets = histogram_buckets(value_range, counts)
+                writer.histogram(HISTOGRAM_PREFIX + path, buckets, step)
             self._last_histogram_step = step
 
 

@@ -1,6 +1,7 @@
 """TensorBoard scalars of the hyperparameters each optimizer update actually used."""
 
 import numbers
+import warnings
 
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 
@@ -70,13 +71,23 @@ class LearningRateLogger(OptimizerLogger):
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         if self.log_hparams and not self._hparams_written and self._writer is not None:
+            try:
+                hyperparameters = optimizer_hyperparameters(self._model.optimizer)
+            except (NotImplementedError, TypeError, ValueError) as error:
+                # e.g. a custom schedule without `get_config`; the scalars still get logged.
+                warnings.warn(
+                    f"LearningRateLogger cannot list the optimizer's hyperparameters for "
+                    f"the HParams dashboard: {error!r}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                return
+            self._hparams_written = True
             writer = self._open_writer(self.log_dir)
             if writer is not None:
-                hyperparameters = optimizer_hyperparameters(self._model.optimizer)
                 summary = hparams_summary.hparams_pb(hyperparameters)
                 self._guard(lambda: writer.summary(summary, step=0))
                 self._guard(writer.close)
-                self._hparams_written = True
 
 
 def optimizer_hyperparameters(optimizer):

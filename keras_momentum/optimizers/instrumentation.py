@@ -28,6 +28,8 @@ import threading
 import keras
 from keras import ops
 
+from keras_momentum.optimizers._dense import is_indexed_slices
+
 STATISTICS = (
     "hyperparameters",
     "gradient_norms",
@@ -211,14 +213,16 @@ class InstrumentationMixin:
         if not self._statistics & {"gradient_norms", "per_variable_norms", "histograms"}:
             return super()._clip_gradients(grads)
         scratch = self._step_scratch
-        scratch.squares = [_sum_of_squares(g) for g in grads]
+        summed = _sum_over_replicas(grads)
+        scratch.squares = [_sum_of_squares(g) for g in summed]
         if "histograms" in self._statistics:
-            scratch.histograms = [_histogram(g) for g in grads]
+            scratch.histograms = [_histogram(g) for g in summed]
         clipped = super()._clip_gradients(grads)
         if clipped is grads:
             scratch.clipped_norm = ops.sqrt(ops.sum(ops.stack(scratch.squares)))
         else:
-            scratch.clipped_norm = ops.sqrt(ops.sum(ops.stack([_sum_of_squares(g) for g in clipped])))
+            clipped_sum = _sum_over_replicas(clipped)
+            scratch.clipped_norm = ops.sqrt(ops.sum(ops.stack([_sum_of_squares(g) for g in clipped_sum])))
         return clipped
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
@@ -286,9 +290,25 @@ def unique_paths(variables):
     return paths
 
 
+def _sum_over_replicas(grads):
+    """The gradients summed over the replicas of a `tf.distribute` strategy, else `grads`.
+
+    Each replica clips and records its own share of the batch's gradient; the update
+    applies their sum (all-reduced after clipping), so the statistics describe that sum.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return grads
+    import tensorflow as tf  # noqa: PLC0415 (TensorFlow backend only)
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return grads
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, list(grads))
+
+
 def _values(gradient):
     # IndexedSlices: the stored rows. Rows repeated in `indices` are counted apart.
-    return getattr(gradient, "values", gradient)
+    return gradient.values if is_indexed_slices(gradient) else gradient
 
 
 def _sum_of_squares(tensor):

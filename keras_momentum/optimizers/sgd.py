@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_momentum.optimizers import _hyperparameters as hp
+from keras_momentum.optimizers._dense import is_indexed_slices
 from keras_momentum.optimizers.base import MomentumOptimizer
 
 FORMULATIONS = ("keras", "pytorch")
@@ -153,7 +154,7 @@ class SGD(MomentumOptimizer):
 
     def _keras_step(self, gradient, variable, velocity, learning_rate, hyper):
         momentum = ops.cast(hyper["momentum"], variable.dtype)
-        if _is_sparse(gradient):
+        if is_indexed_slices(gradient):
             step = _scale(gradient, learning_rate)
             self.assign(velocity, ops.multiply(velocity, momentum))
             self.assign_sub(velocity, step)
@@ -181,7 +182,7 @@ class SGD(MomentumOptimizer):
                 ops.multiply(ops.cast(1.0 - self.dampening, variable.dtype), gradient),
             )
             self.assign(velocity, ops.where(ops.equal(self.iterations, 0), gradient, damped))
-        elif _is_sparse(gradient):
+        elif is_indexed_slices(gradient):
             self.assign(velocity, ops.multiply(velocity, momentum))
             self.assign_add(velocity, gradient)
         else:
@@ -205,13 +206,9 @@ class SGD(MomentumOptimizer):
         return config
 
 
-def _is_sparse(gradient):
-    return hasattr(gradient, "indices") and hasattr(gradient, "values")
-
-
 def _scale(gradient, factor):
     """`factor·gradient`, keeping `IndexedSlices` sparse so only touched rows change."""
-    if _is_sparse(gradient):
+    if is_indexed_slices(gradient):
         values = gradient.values * ops.cast(factor, gradient.values.dtype)
         return type(gradient)(values, gradient.indices, gradient.dense_shape)
     return ops.multiply(gradient, factor)

@@ -1,0 +1,187 @@
+"""LearningRateLogger and GradientNormLogger: the values they write, read back from the files.
+
+References are independent of the callbacks: gradients come from `tf.GradientTape` on the same
+batch and weights (most runs use a zero learning rate, so the weights keep their initial values
+and every batch's gradient is known before `fit`), learning rates and momenta from closed-form
+schedules defined in `_diagnostics.py`. Event files are read with TensorFlow's reader.
+"""
+
+import keras
+import numpy as np
+import pytest
+from _diagnostics import (
+    InverseTime, Ramp, batch_gradients, compiled_model, data, fit, norm, read_events,
+    tape_gradients,
+)
+
+from keras_momentum import optimizers
+from keras_momentum.callbacks import GradientNormLogger, LearningRateLogger
+
+pytestmark = pytest.mark.tensorflow
+
+
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_gradient_norms_equal_tape_gradients(tmp_path, jit_compile):
+    model = compiled_model(optimizers.SGD(0.0, momentum=0.9), jit_compile=jit_compile)
+    x, y = data(4)
+    expected = batch_gradients(model, x, y, range(4))
+    fit(model, x, y, [GradientNormLogger(tmp_path)])
+    events = read_events(tmp_path)
+    assert sorted(events["gradient_norm/global"]) == [1, 2, 3, 4]
+    paths = [v.path for v in model.trainable_variables]
+    for step, grads in enumerate(expected, start=1):
+        logged = events["gradient_norm/global"][step]
+        assert logged == pytest.approx(norm(grads), rel=1e-5)
+        assert events["gradient_norm/global_clipped"][step] == pytest.approx(logged, rel=1e-6)
+        per_layer = [events[f"gradient_norm/{p}"][step] for p in paths]
+        assert per_layer == pytest.approx([norm([g]) for g in grads], rel=1e-5)
+        assert norm(per_layer) == pytest.approx(logged, rel=1e-5)
+        assert events["update_ratio/global"][step] == 0.0  # learning rate 0
+    assert "learning_rate" not in events
+
+
+def test_update_ratio_and_velocity_norm_of_the_first_update(tmp_path):
+    model = compiled_model(optimizers.SGD(0.1, momentum=0.9))
+    x, y = data(1)
+    before = [np.asarray(w, dtype=np.float64) for w in model.get_weights()]
+    grads = tape_gradients(model, x, y)
+    fit(model, x, y, [GradientNormLogger(tmp_path, per_layer=False)])
+    after = [np.asarray(w, dtype=np.float64) for w in model.get_weights()]
+    events = read_events(tmp_path)
+    moved = norm([a - b for a, b in zip(after, before)])
+    assert events["update_ratio/global"][1] == pytest.approx(moved / norm(before), rel=1e-4)
+    # Keras-style velocity after one update: v = -η·g.
+    assert events["velocity_norm/global"][1] == pytest.approx(0.1 * norm(grads), rel=1e-5)
+
+
+def test_learning_rate_momentum_and_decay_are_those_of_each_update(tmp_path):
+    optimizer = optimizers.SGD(InverseTime(), momentum=Ramp(), weight_decay=1e-3)
+    model = compiled_model(optimizer)
+    optimizer.learning_rate_multiplier.assign(0.5)  # as ReduceLROnPlateau would
+    x, y = data(5)
+    fit(model, x, y, [LearningRateLogger(tmp_path)])
+    events = read_events(tmp_path)
+    assert sorted(events["learning_rate"]) == [1, 2, 3, 4, 5]
+    for step in range(1, 6):  # update `step` evaluates the schedules at step - 1
+        assert events["learning_rate"][step] == pytest.approx(0.5 * 0.1 / step, rel=1e-6)
+        assert events["momentum"][step] == pytest.approx(0.5 + 0.05 * (step - 1), rel=1e-6)
+        assert events["weight_decay"][step] == pytest.approx(1e-3, rel=1e-6)
+    assert not any(tag.startswith("gradient_norm") for tag in events)
+
+
+def test_loss_scale_optimizer_logs_unscaled_norms(tmp_path):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    model = compiled_model(optimizers.SGD(0.0))
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    x, y = data(3)
+    expected = batch_gradients(model, x, y, range(3))
+    fit(model, x, y, [GradientNormLogger(tmp_path, per_layer=False)])
+    logged = read_events(tmp_path)["gradient_norm/global"]
+    assert sorted(logged) == [1, 2, 3]
+    # float16 arithmetic; a loss scale (2**15 at first) left in would be off by far more.
+    assert [logged[s] for s in (1, 2, 3)] == pytest.approx([norm(g) for g in expected], rel=2e-2)
+
+
+def test_gradient_accumulation_logs_real_updates_only(tmp_path):
+    model = compiled_model(optimizers.SGD(0.0, momentum=Ramp(), gradient_accumulation_steps=2))
+    x, y = data(6)
+    grads = batch_gradients(model, x, y, range(6))
+    fit(model, x, y, [GradientNormLogger(tmp_path), LearningRateLogger(tmp_path)])
+    events = read_events(tmp_path)
+    assert sorted(events["gradient_norm/global"]) == [1, 2, 3]
+    assert sorted(events["momentum"]) == [1, 2, 3]
+    for step in (1, 2, 3):
+        first, second = grads[2 * step - 2], grads[2 * step - 1]
+        mean = [(a + b) / 2 for a, b in zip(first, second)]
+        assert events["gradient_norm/global"][step] == pytest.approx(norm(mean), rel=1e-5)
+        assert events["momentum"][step] == pytest.approx(0.5 + 0.05 * (step - 1), rel=1e-6)
+
+
+def test_steps_per_execution_logs_the_last_update_of_each_execution(tmp_path):
+    model = compiled_model(optimizers.SGD(0.0), steps_per_execution=3)
+    x, y = data(6)
+    grads = batch_gradients(model, x, y, (2, 5))
+    fit(model, x, y, [GradientNormLogger(tmp_path)])
+    logged = read_events(tmp_path)["gradient_norm/global"]
+    assert sorted(logged) == [3, 6]
+    assert [logged[3], logged[6]] == pytest.approx([norm(g) for g in grads], rel=1e-5)
+
+
+def test_steps_start_at_one_and_continue_in_a_later_fit(tmp_path):
+    model = compiled_model(optimizers.SGD(InverseTime(), momentum=0.9))
+    x, y = data(3)
+    fit(model, x, y, [LearningRateLogger(tmp_path)])
+    # The gradient logger joins later: the traced step must be rebuilt to record norms.
+    fit(model, x, y, [LearningRateLogger(tmp_path), GradientNormLogger(tmp_path, update_freq=2)],
+        initial_epoch=1, epochs=3)
+    events = read_events(tmp_path)  # raises if a step is written twice
+    assert sorted(events["learning_rate"]) == list(range(1, 10))
+    assert sorted(events["gradient_norm/global"]) == [4, 6, 8]
+    assert all(value > 0 for value in events["gradient_norm/global"].values())
+    assert events["learning_rate"][9] == pytest.approx(0.1 / 9, rel=1e-6)
+    assert "velocity_norm/global" in events
+
+
+def test_builtin_adam_through_instrument_with_clipping(tmp_path):
+    model = compiled_model(optimizers.instrument(keras.optimizers.Adam(0.01, global_clipnorm=0.05)))
+    x, y = data(2)
+    first = norm(batch_gradients(model, x, y, [0])[0])
+    fit(model, x, y, [GradientNormLogger(tmp_path), LearningRateLogger(tmp_path)])
+    events = read_events(tmp_path)
+    assert events["gradient_norm/global"][1] == pytest.approx(first, rel=1e-5)
+    assert first > 0.05
+    assert events["gradient_norm/global_clipped"][1] == pytest.approx(0.05, rel=1e-5)
+    assert events["learning_rate"][2] == pytest.approx(0.01, rel=1e-6)
+    assert "momentum" not in events and "velocity_norm/global" not in events
+
+
+def test_histograms_match_numpy(tmp_path):
+    model = compiled_model(optimizers.SGD(0.0))
+    x, y = data(4)
+    grads = batch_gradients(model, x, y, (1, 3))
+    fit(model, x, y, [GradientNormLogger(tmp_path, per_layer=False, histogram_freq=2)])
+    events = read_events(tmp_path)
+    for variable, by_step in zip(model.trainable_variables, zip(*grads)):
+        logged = events[f"gradient_histogram/{variable.path}"]
+        assert sorted(logged) == [2, 4]
+        for step, grad in zip((2, 4), by_step):
+            counts, edges = np.histogram(grad, bins=30, range=(grad.min(), grad.max()))
+            assert logged[step].shape == (30, 3)
+            np.testing.assert_allclose(logged[step][:, 0], edges[:-1], rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(logged[step][:, 1], edges[1:], rtol=1e-5, atol=1e-7)
+            np.testing.assert_array_equal(logged[step][:, 2], counts)
+
+
+def test_variables_sharing_a_path_get_distinct_tags(tmp_path):
+    first, second = keras.layers.Dense(4, name="proj"), keras.layers.Dense(2, name="proj")
+    first.build((None, 3))
+    second.build((None, 4))
+
+    class Twice(keras.Model):
+        def call(self, inputs):
+            return second(first(inputs))
+
+    model = Twice()
+    model.first, model.second = first, second
+    model.compile(optimizer=optimizers.SGD(0.0), loss="mse")
+    x, y = data(1)
+    grads = tape_gradients(model, x, y)
+    assert [v.path for v in model.trainable_variables] == ["proj/kernel", "proj/bias"] * 2
+    fit(model, x, y, [GradientNormLogger(tmp_path)])
+    events = read_events(tmp_path)
+    tags = ["proj/kernel", "proj/bias", "proj/kernel_1", "proj/bias_1"]
+    logged = [events[f"gradient_norm/{tag}"][1] for tag in tags]
+    assert logged == pytest.approx([norm([g]) for g in grads], rel=1e-5)
+
+
+def test_lookahead_and_loss_scale_wrappers_are_looked_through(tmp_path):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    inner = optimizers.SGD(0.0, momentum=0.9)
+    model = compiled_model(optimizers.Lookahead(inner, sync_period=2))
+    assert model.optimizer.inner_optimizer.inner_optimizer is inner  # compile added the scaler
+    x, y = data(3)
+    expected = batch_gradients(model, x, y, range(3))
+    fit(model, x, y, [GradientNormLogger(tmp_path, per_layer=False)])
+    logged = read_events(tmp_path)["gradient_norm/global"]
+    assert sorted(logged) == [1, 2, 3]
+    assert [logged[s] for s in (1, 2, 3)] == pytest.approx([norm(g) for g in expected], rel=2e-2)

@@ -1,0 +1,113 @@
+"""The diagnostics loggers' writing: failures, crash safety, HParams, and the JAX backend.
+
+The JAX (one with TensorFlow made unimportable) and PyTorch runs happen in a subprocess
+running `backend_diagnostics_run.py`, which compares with a NumPy reference and reports JSON.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import keras
+import pytest
+from _diagnostics import InverseTime, compiled_model, data, fit, read_events, summary_values
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+
+from keras_momentum import optimizers
+from keras_momentum.callbacks import GradientNormLogger, LearningRateLogger
+
+
+@pytest.mark.tensorflow
+def test_optimizer_without_instrumentation_is_rejected(tmp_path):
+    model = compiled_model(keras.optimizers.Adam())
+    with pytest.raises(TypeError, match=r"instrument\(keras\.optimizers\.Adam"):
+        fit(model, *data(1), [GradientNormLogger(tmp_path)])
+
+
+@pytest.mark.tensorflow
+def test_unwritable_log_dir_warns_and_training_completes(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    model = compiled_model(optimizers.SGD(0.1))
+    with pytest.warns(RuntimeWarning, match="cannot write"):
+        history = fit(model, *data(2), [GradientNormLogger(blocker / "logs")], epochs=2)
+    assert len(history.history["loss"]) == 2
+    assert int(model.optimizer.iterations) == 4
+
+
+@pytest.mark.tensorflow
+def test_records_reach_disk_within_flush_secs_when_training_fails(tmp_path):
+    class Fail(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2:
+                raise RuntimeError("boom")
+
+    model = compiled_model(optimizers.SGD(0.1))
+    logger = LearningRateLogger(tmp_path, flush_secs=0.2)
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(model, *data(4), [logger, Fail()])  # Keras skips on_train_end
+    time.sleep(1.0)
+    assert sorted(read_events(tmp_path)["learning_rate"]) == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("backend", "hide_tensorflow"), [("jax", False), ("jax", True), ("torch", False)]
+)
+def test_other_backends(tmp_path, backend, hide_tensorflow):
+    script = os.path.join(os.path.dirname(__file__), "backend_diagnostics_run.py")
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
+    args = [sys.executable, script, str(tmp_path)]
+    done = subprocess.run(
+        args + (["--hide-tensorflow"] if hide_tensorflow else []),
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["backend"] == backend
+    if hide_tensorflow:
+        assert not result["tensorflow_loaded"]
+    for name, (logged, expected) in result["compare"].items():
+        assert sorted(logged) == sorted(expected), name
+        for step in expected:
+            assert logged[step] == pytest.approx(expected[step], rel=1e-5), (name, step)
+
+@pytest.mark.tensorflow
+def test_hparams_session_lists_the_optimizer_configuration(tmp_path):
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5)
+    model = compiled_model(optimizers.SGD(schedule, momentum=0.9))
+    fit(model, *data(2), [LearningRateLogger(tmp_path, log_hparams=True)], epochs=2)
+    records = list(summary_values(tmp_path))  # the session lives in log_dir itself
+    assert [value.tag for _, value in records] == [hparams_metadata.SESSION_START_INFO_TAG]
+    content = records[0][1].metadata.plugin_data.content
+    hparams = hparams_metadata.parse_session_start_info_plugin_data(content).hparams
+    assert hparams["optimizer"].string_value == "SGD"
+    assert hparams["learning_rate"].string_value == "ExponentialDecay"
+    assert hparams["learning_rate.decay_steps"].number_value == 10
+    assert hparams["learning_rate.decay_rate"].number_value == pytest.approx(0.5)
+    assert hparams["momentum"].number_value == pytest.approx(0.9)
+    assert sorted(read_events(tmp_path)["learning_rate"]) == [1, 2, 3, 4]
+
+
+@pytest.mark.tensorflow
+def test_unserialisable_schedule_skips_hparams_with_a_warning(tmp_path):
+    model = compiled_model(optimizers.SGD(InverseTime()))
+    with pytest.warns(RuntimeWarning, match="HParams"):
+        fit(model, *data(2), [LearningRateLogger(tmp_path, log_hparams=True)])
+    assert list(summary_values(tmp_path)) == []
+    assert sorted(read_events(tmp_path)["learning_rate"]) == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"update_freq": 0}, "`update_freq` must be an int >= 1, got 0"),
+        ({"flush_secs": 0}, "`flush_secs` must be a number > 0, got 0"),
+        ({"histogram_freq": -1}, "`histogram_freq` must be an int >= 0, got -1"),
+        ({"histogram_freq": 1.5}, "`histogram_freq` must be an int >= 0, got 1.5"),
+    ],
+)
+def test_invalid_arguments_are_named(tmp_path, arguments, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        GradientNormLogger(tmp_path, **arguments)
