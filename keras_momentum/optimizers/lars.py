@@ -30,17 +30,19 @@ class LARS(MomentumOptimizer):
     with `r = 1` and no weight decay. Variables excluded through Keras's
     `exclude_from_weight_decay()` are adapted with `λ = 0`.
 
-    Formulation: this is Algorithm 1 of the paper, in which the velocity holds steps
-    (the learning rate is applied before the momentum average, as in Keras's SGD and
-    TensorFlow's reference LARS), and the denominator is `‖g‖ + λ·‖θ‖`, not the norm of
-    the decayed gradient `‖g + λ·θ‖` that optax's `lars` uses. `pytorch_optimizer.LARS`
+    Formulation: this is Algorithm 1 of the paper. The velocity holds steps (the
+    learning rate enters before the momentum average, as in Keras's SGD, PaddlePaddle's
+    `LarsMomentum`, optax's `lars` and the TensorFlow `LARSOptimizer` with a
+    `skip_list` that MLPerf ResNet-50 submissions use, from which `ε` and the rule
+    `r = 1` for a zero norm also come). The denominator is `‖g‖ + λ·‖θ‖`, not the norm
+    of the decayed gradient `‖g + λ·θ‖` that optax uses. `pytorch_optimizer.LARS`
     applies the learning rate after the momentum average (`b ← m·b + r·(g + λ·θ)`,
-    `θ ← θ − η·b`), so the two agree exactly while `η` is constant and differ under a
+    `θ ← θ − η·b`): the two agree exactly while `η` is constant and differ under a
     learning-rate schedule, where our velocity carries past rates. They also differ when
-    `‖g‖ = 0` but `λ·‖θ‖ > 0`: `pytorch_optimizer` then uses `r = τ/λ`, we use `r = 1`;
-    and `ε` (absent there) enters our denominator. Excluding tensors with at most one
-    dimension is the common practice (SimCLR, MLPerf, `pytorch_optimizer`), not the
-    paper's. Sparse `IndexedSlices` gradients are densified.
+    `‖g‖ = 0` but `λ·‖θ‖ > 0` (`pytorch_optimizer` then uses `r = τ/λ`, we use
+    `r = 1`), and by `ε`, which it lacks. Excluding tensors with at most one dimension
+    is the common practice (`pytorch_optimizer`, SimCLR, MLPerf), not the paper's.
+    Sparse `IndexedSlices` gradients are densified.
 
     Args:
         learning_rate: `η`: float >= 0, a `LearningRateSchedule`, or a zero-argument
@@ -86,7 +88,9 @@ class LARS(MomentumOptimizer):
         if not isinstance(nesterov, bool):
             raise TypeError(f"`nesterov` must be a bool, got {nesterov!r}")
         if nesterov and momentum == 0:
-            raise ValueError("`nesterov=True` requires a non-zero `momentum`, got momentum=0.0")
+            raise ValueError(
+                "`nesterov` requires a non-zero `momentum`, got nesterov=True, momentum=0.0"
+            )
         patterns = _check_patterns(exclude_from_adaptation)
         if "weight_decay_mode" in kwargs:
             raise ValueError(

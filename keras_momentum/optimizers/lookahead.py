@@ -83,6 +83,11 @@ class Lookahead(keras.optimizers.Optimizer):
 
     def apply(self, grads, trainable_variables=None):
         if not self.built:
+            if trainable_variables is None:
+                raise ValueError(
+                    "`trainable_variables` must be given to the first `apply` of an unbuilt "
+                    "Lookahead (or call `optimizer.build(trainable_variables)` first)"
+                )
             with keras.name_scope(self.name, caller=self):
                 self.build(list(trainable_variables))
         variables = self._trainable_variables

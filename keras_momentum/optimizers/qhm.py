@@ -19,12 +19,11 @@ class QHM(MomentumOptimizer):
         b ← β·b + (1 − β)·g
         θ ← θ − η·((1 − ν)·g + ν·b)
 
-    The buffer is an exponential moving average of gradients (its weights sum to one,
-    unlike the velocity of heavy-ball momentum). `ν = 0` gives plain gradient descent,
+    The buffer is an exponential moving average of gradients (weights `(1 − β)·β^k`),
+    not the sum `Σ β^k·g` of heavy-ball momentum. `ν = 0` gives plain gradient descent,
     `ν = 1` gives momentum with a normalised buffer; in between, the step is
-    "quasi-hyperbolic". The defaults `β = 0.999`, `ν = 0.7` are the rule of thumb the
-    paper recommends; its other suggestion, `β = 0.9`, `ν = 0.7`, behaves more like
-    ordinary momentum.
+    "quasi-hyperbolic". The defaults `β = 0.999`, `ν = 0.7` are the paper's recommended
+    starting point (`pytorch_optimizer.QHM` defaults to `β = 0`, `ν = 1`, plain SGD).
 
     The buffer starts at zero and is not bias-corrected, as in the paper and in
     `pytorch_optimizer.QHM`, so with `β` close to 1 the first steps are mostly the

@@ -50,11 +50,12 @@ class ScheduleFreeSGD(MomentumOptimizer):
     get `x`. Each swap rounds in float32, so a swap and its inverse may change the
     weights in the last bits.
 
-    The warmup and the weighting by the largest rate so far follow the authors'
-    reference implementation (and `pytorch_optimizer.ScheduleFreeSGD`); the paper's
-    analysis uses `w_t ∝ γ_t^2`, which equals it once warmup is over. Weight decay `λ`
-    is added to the gradient at `y` (`g ← g + λ·y`), as in the reference. Sparse
-    `IndexedSlices` gradients are densified.
+    The warmup, `r` and the weighting by the largest rate so far follow the authors'
+    reference implementation (facebookresearch/schedule_free) and
+    `pytorch_optimizer.ScheduleFreeSGD`; the paper weights by `γ_t^2`, the same as
+    `p = 2` while the rate never decreases. Weight decay `λ` is added to the gradient
+    at `y` (`g ← g + λ·y`), as in the reference. Sparse `IndexedSlices` gradients are
+    densified.
 
     Args:
         learning_rate: `η`, float >= 0, a `LearningRateSchedule`, or a zero-argument
@@ -147,11 +148,12 @@ class ScheduleFreeSGD(MomentumOptimizer):
         gradient = self._coupled_gradient(gradient, variable, hyper)
         z = self.z[self._get_variable_index(variable)]
         # z_0 = θ_0, taken at the first update so that weights set after `build` count.
-        z_value = ops.where(ops.equal(self.iterations, 0), variable, z)
+        y = ops.convert_to_tensor(variable)
+        z_value = ops.where(ops.equal(self.iterations, 0), y, ops.convert_to_tensor(z))
         rate = ops.cast(hyper["learning_rate"], variable.dtype)
         weight = ops.cast(hyper["average_weight"], variable.dtype)
         gradient_scale = rate * (self.momentum * (1.0 - weight) - 1.0)
-        new_y = variable + weight * (z_value - variable) + gradient_scale * gradient
+        new_y = y + weight * (z_value - y) + gradient_scale * gradient
         self.assign(variable, new_y)
         self.assign(z, z_value - rate * gradient)
 
