@@ -20,7 +20,8 @@ What it adds:
   `build` whatever is enabled, so the optimizer's variable list (and so every checkpoint)
   does not depend on which callbacks were attached.
 * Strict loading: a saved optimizer state whose variable count or shapes differ raises
-  a `ValueError` instead of being skipped with a warning.
+  a `ValueError` instead of being skipped with a warning; so does loading into an
+  optimizer that is not built yet (build it on the model's trainable variables first).
 """
 
 import threading
@@ -88,6 +89,14 @@ class InstrumentationMixin:
 
     def load_own_variables(self, store):
         saved = len(store.keys())
+        if saved != len(self.variables) and not self.built:
+            raise ValueError(
+                f"Cannot load the state of optimizer {self.name!r}: it is not built yet, so "
+                f"it has {len(self.variables)} of the {saved} saved variables. Build it on "
+                "the model's trainable variables first, "
+                "`model.optimizer.build(model.trainable_variables)` (as "
+                "keras.callbacks.BackupAndRestore does), then load."
+            )
         if saved != len(self.variables):
             raise ValueError(
                 f"Cannot load the state of optimizer {self.name!r}: the saved state has "
@@ -134,6 +143,9 @@ class InstrumentationMixin:
     def read_statistics(self, values=None):
         """Host copies of the enabled statistics of the latest update, by name.
 
+        Optimizers with `skip_nonfinite=True` also report `"nonfinite_steps"`, the number
+        of updates skipped so far, whatever statistics are enabled.
+
         `values` optionally maps optimizer variables' paths to current values, for
         backends (JAX) whose training loop holds state outside the variables.
         """
@@ -151,6 +163,9 @@ class InstrumentationMixin:
             if name in wanted:
                 out[name] = float(scalars[i])
         paths = unique_paths(self._trainable_variables)
+        if getattr(self, "skip_nonfinite", False):
+            # Updates skipped so far for non-finite gradients (`MomentumOptimizer`).
+            out["nonfinite_steps"] = int(read(self.nonfinite_steps))
         if "per_variable_norms" in self._statistics:
             norms = read(self._statistics_norms)
             for path, norm in zip(paths, norms):
@@ -369,10 +384,11 @@ def instrument(optimizer):
         raise TypeError(
             f"`optimizer` must be a keras.optimizers.Optimizer instance, got {optimizer!r}"
         )
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+    if hasattr(optimizer, "inner_optimizer"):
         raise TypeError(
-            "`optimizer` is a LossScaleOptimizer; instrument the optimizer it wraps "
-            "before wrapping it (compile() wraps automatically under mixed_float16)"
+            f"`optimizer` is a {type(optimizer).__name__} wrapping another optimizer; "
+            "instrument the optimizer it wraps before wrapping it (compile() wraps in a "
+            "LossScaleOptimizer automatically under mixed_float16)"
         )
     if optimizer.built:
         raise ValueError(
