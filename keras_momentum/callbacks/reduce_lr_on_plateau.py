@@ -41,16 +41,17 @@ class ReduceLROnPlateau(keras.callbacks.Callback):
     (before any reduction decided at that epoch end), so `History` and loggers record them.
 
     Differences from Keras: an unknown `mode` raises `ValueError` instead of falling back to
-    `"auto"`, and `factor` must be in (0, 1).
+    `"auto"`, `factor` must be in (0, 1), and a negative `min_delta` raises instead of being
+    taken as its absolute value.
 
     Args:
         monitor: str, the logged quantity to watch, e.g. `"val_loss"`.
         factor: float in (0, 1), the multiplier applied at each reduction.
         patience: int >= 0, epochs without improvement before reducing.
-        verbose: int, 0 quiet, 1 prints a line at each reduction.
+        verbose: int >= 0, 0 quiet, 1 prints a line at each reduction.
         mode: "auto", "min" or "max"; `"auto"` minimises losses and errors, maximises metrics
             whose Keras direction is "up" (accuracy, AUC, ...), and otherwise raises.
-        min_delta: float, the change that counts as an improvement.
+        min_delta: float >= 0, the change that counts as an improvement.
         cooldown: int >= 0, epochs to wait after a reduction before counting again.
         min_lr: float >= 0, lower bound on the effective learning rate.
 
@@ -77,11 +78,14 @@ class ReduceLROnPlateau(keras.callbacks.Callback):
         if not 0.0 < self.factor < 1.0:
             raise ValueError(f"`factor` must be in (0, 1), got {factor!r}")
         self.patience = _count("patience", patience)
-        self.verbose = verbose
+        # Keras code often passes verbose=True.
+        self.verbose = int(verbose) if isinstance(verbose, bool) else _count("verbose", verbose)
         if mode not in MODES:
             raise ValueError(f"`mode` must be one of 'auto', 'min', 'max'; got {mode!r}")
         self.mode = mode
-        self.min_delta = abs(_real("min_delta", min_delta))
+        self.min_delta = _real("min_delta", min_delta)
+        if self.min_delta < 0:
+            raise ValueError(f"`min_delta` must be >= 0, got {min_delta!r}")
         self.cooldown = _count("cooldown", cooldown)
         self.min_lr = _real("min_lr", min_lr)
         if self.min_lr < 0:

@@ -21,7 +21,12 @@ def is_schedule(value):
 def check_number(name, value, low=None, high=None, low_open=False, high_open=False):
     """Returns `value` as a float, or raises naming `name`, `value` and the allowed range."""
     allowed = _describe_range(low, high, low_open, high_open)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, (bool, str, bytes)):
+        # float() would accept True and "0.9"; a flag or a string here is a mistake.
+        raise TypeError(
+            f"`{name}` must be a number {allowed}, got {value!r} of type {type(value).__name__}"
+        )
+    if not isinstance(value, (int, float)):
         # Keras tensors and NumPy scalars are numbers too; accept scalars only.
         try:
             value = float(value)

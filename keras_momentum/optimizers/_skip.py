@@ -3,9 +3,16 @@
 import keras
 from keras import ops
 
+from keras_momentum.optimizers._dense import is_indexed_slices
+
 
 def all_finite(grads):
-    checks = [ops.all(ops.isfinite(getattr(g, "values", g))) for g in grads if g is not None]
+    # For IndexedSlices, the rows it holds; torch tensors have a `values()` method instead.
+    checks = [
+        ops.all(ops.isfinite(g.values if is_indexed_slices(g) else g))
+        for g in grads
+        if g is not None
+    ]
     return ops.all(ops.stack(checks))
 
 
@@ -38,6 +45,12 @@ def _tf_apply_if_finite(optimizer, apply, grads, finite):
     import tensorflow as tf  # noqa: PLC0415 (TensorFlow backend only)
 
     context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        # Each replica sees only its own gradients, and the update all-reduces them: every
+        # replica must take the same branch, skipping when any replica's gradients are not
+        # finite (else the sum is not finite either).
+        nonfinite = tf.cast(tf.logical_not(finite), tf.float32)
+        finite = tf.equal(context.all_reduce(tf.distribute.ReduceOp.SUM, nonfinite), 0.0)
     if context is None or tf.__internal__.distribute.strategy_supports_no_merge_call():
         tf.cond(finite, lambda: _run(lambda: apply(grads)), lambda: _run(lambda: _count(optimizer)))
         return

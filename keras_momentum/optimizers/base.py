@@ -31,7 +31,10 @@ class MomentumOptimizer(InstrumentationMixin, keras.optimizers.Optimizer):
     Variables excluded with `exclude_from_weight_decay` are never decayed.
 
     `skip_nonfinite=True` skips every update whose gradients hold an inf or NaN: weights,
-    slots and `iterations` stay as they were, and `nonfinite_steps` counts the skips.
+    slots and `iterations` stay as they were, and `nonfinite_steps` counts the skips (also
+    reported by `read_statistics()`). Under a `tf.distribute` strategy (TensorFlow only) the
+    replicas decide together: an inf or NaN in any replica's gradients skips the update on
+    every replica.
     """
 
     scheduled_hyperparameters = ("weight_decay",)
@@ -50,6 +53,10 @@ class MomentumOptimizer(InstrumentationMixin, keras.optimizers.Optimizer):
         hp.check_choice("weight_decay_mode", weight_decay_mode, WEIGHT_DECAY_MODES)
         if not isinstance(skip_nonfinite, bool):
             raise TypeError(f"`skip_nonfinite` must be a bool, got {skip_nonfinite!r}")
+        for name in ("clipnorm", "clipvalue", "global_clipnorm"):
+            # Keras accepts any value here; a bound <= 0 would flip or zero every gradient.
+            if kwargs.get(name) is not None:
+                hp.check_number(name, kwargs[name], low=0.0, low_open=True)
         super().__init__(learning_rate=learning_rate, weight_decay=None, **kwargs)
         self.weight_decay = weight_decay
         self.weight_decay_mode = weight_decay_mode

@@ -133,7 +133,7 @@ class InstrumentationMixin:
         for kind in kinds:
             if kind not in STATISTICS:
                 choices = ", ".join(repr(k) for k in STATISTICS)
-                raise ValueError(f"statistic kind must be one of {choices}, got {kind!r}")
+                raise ValueError(f"`kinds` must be among {choices}, got {kind!r}")
         self._statistics = self._statistics | frozenset(kinds)
 
     @property
@@ -152,7 +152,9 @@ class InstrumentationMixin:
         def read(variable):
             if values is not None and variable.path in values:
                 return keras.ops.convert_to_numpy(values[variable.path])
-            return keras.ops.convert_to_numpy(variable.value)
+            # The variable, not `.value`: a distributed value cannot be converted inside
+            # its strategy's scope.
+            return keras.ops.convert_to_numpy(variable)
 
         out = {}
         if not self.built:

@@ -60,7 +60,7 @@ class Lookahead(keras.optimizers.Optimizer):
             "slow_step_size", slow_step_size, 0.0, 1.0, low_open=True
         )
         if kwargs:
-            names = ", ".join(f"`{key}`" for key in kwargs)
+            names = ", ".join(f"`{key}`={value!r}" for key, value in kwargs.items())
             raise ValueError(
                 f"Lookahead does not take {names}; set options such as clipping, weight "
                 "decay or EMA on the wrapped optimizer"

@@ -58,7 +58,8 @@ class SGD(MomentumOptimizer):
         formulation: `"keras"` or `"pytorch"`, as above. Defaults to `"keras"`.
         weight_decay: None, a float >= 0 or a schedule.
         weight_decay_mode: `"decoupled"` (default) or `"coupled"`.
-        fused: None (fused kernels where exact), or False (always the generic path).
+        fused: None (fused kernels where exact; TensorFlow only, other backends always
+            run the generic path), or False (always the generic path).
         skip_nonfinite: skip updates whose gradients are not finite. Defaults to False.
         **kwargs: Keras's optimizer arguments (`clipnorm`, `clipvalue`,
             `global_clipnorm`, `use_ema`, `ema_momentum`, `ema_overwrite_frequency`,

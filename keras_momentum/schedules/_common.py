@@ -1,5 +1,6 @@
 """Helpers shared by the schedules: step conversion, nested schedules, annealing curves."""
 
+import inspect
 import math
 
 import keras
@@ -10,8 +11,30 @@ from keras_momentum.schedules import _validation
 ANNEAL_CHOICES = ("cos", "linear")
 
 
+class Schedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Base of this package's schedules: `from_config` rejects unknown keys by name and value."""
+
+    @classmethod
+    def from_config(cls, config):
+        check_config_keys(cls, config)
+        return cls(**config)
+
+
+def check_config_keys(cls, config):
+    """Raises `ValueError` naming every key of `config` that `cls.__init__` does not take."""
+    allowed = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+    unknown = {key: value for key, value in config.items() if key not in allowed}
+    if unknown:
+        raise ValueError(
+            f"Unknown key(s) in the configuration of {cls.__name__}: {unknown!r}; the keys are "
+            f"{', '.join(repr(name) for name in allowed)}"
+        )
+
+
 def as_step(step):
     """Converts `step` (Python number, NumPy scalar, tensor or variable) to a float32 scalar."""
+    if isinstance(step, (str, bytes)):
+        raise TypeError(f"`step` must be a number or a numeric scalar tensor, got {step!r}")
     step = ops.convert_to_tensor(step)
     try:
         rank = len(step.shape)

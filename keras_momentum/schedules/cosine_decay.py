@@ -9,7 +9,7 @@ from keras_momentum.schedules import _common, _validation
 
 
 @keras.saving.register_keras_serializable(package="keras_momentum")
-class CosineDecay(keras.optimizers.schedules.LearningRateSchedule):
+class CosineDecay(_common.Schedule):
     """Anneals along half a cosine from `initial_learning_rate` to `min_learning_rate`.
 
     ```

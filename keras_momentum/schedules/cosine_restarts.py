@@ -9,7 +9,7 @@ from keras_momentum.schedules import _common, _validation
 
 
 @keras.saving.register_keras_serializable(package="keras_momentum")
-class CosineRestarts(keras.optimizers.schedules.LearningRateSchedule):
+class CosineRestarts(_common.Schedule):
     """Cosine annealing restarted at growing intervals (SGDR).
 
     Cycle `i` (counting from 0) starts at step `S_i` and lasts `T_i` steps:

@@ -9,7 +9,7 @@ MODES = ("triangular", "triangular2", "exp_range")
 
 
 @keras.saving.register_keras_serializable(package="keras_momentum")
-class Cyclical(keras.optimizers.schedules.LearningRateSchedule):
+class Cyclical(_common.Schedule):
     """Triangle wave: up from the base to the maximum in `step_size` steps, down in as many.
 
     With `s = step_size`, cycle index `c = floor(t / (2 s))` and position `q = t - 2 s c`:

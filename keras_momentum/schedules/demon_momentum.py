@@ -7,7 +7,7 @@ from keras_momentum.schedules import _common, _validation
 
 
 @keras.saving.register_keras_serializable(package="keras_momentum")
-class DemonMomentum(keras.optimizers.schedules.LearningRateSchedule):
+class DemonMomentum(_common.Schedule):
     """Momentum that decays so that its total contribution to future steps falls linearly.
 
     With `b = initial_momentum`, `T = total_steps` and `r(t) = max(1 - t / T, 0)`:

@@ -7,7 +7,7 @@ from keras_momentum.schedules import _common, _validation
 
 
 @keras.saving.register_keras_serializable(package="keras_momentum")
-class ExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
+class ExponentialDecay(_common.Schedule):
     """Multiplies the learning rate by `decay_rate` every `decay_steps` steps, smoothly or in steps.
 
     ```

@@ -7,7 +7,7 @@ from keras_momentum.schedules import _common, _validation
 
 
 @keras.saving.register_keras_serializable(package="keras_momentum")
-class InverseSqrt(keras.optimizers.schedules.LearningRateSchedule):
+class InverseSqrt(_common.Schedule):
     """Rises linearly to `peak_learning_rate` in `warmup_steps` steps, then decays as `1/sqrt(t)`.
 
     ```

@@ -7,7 +7,7 @@ from keras_momentum.schedules import _common, _validation
 
 
 @keras.saving.register_keras_serializable(package="keras_momentum")
-class Linear(keras.optimizers.schedules.LearningRateSchedule):
+class Linear(_common.Schedule):
     """Moves in a straight line from `initial_value` to `final_value` over `steps` steps.
 
     ```

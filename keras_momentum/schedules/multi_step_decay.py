@@ -7,7 +7,7 @@ from keras_momentum.schedules import _common, _validation
 
 
 @keras.saving.register_keras_serializable(package="keras_momentum")
-class MultiStepDecay(keras.optimizers.schedules.LearningRateSchedule):
+class MultiStepDecay(_common.Schedule):
     """Multiplies the learning rate by `gamma` at each of the given steps.
 
     ```

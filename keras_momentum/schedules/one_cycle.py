@@ -7,7 +7,7 @@ from keras_momentum.schedules.one_cycle_momentum import OneCycleMomentum, one_cy
 
 
 @keras.saving.register_keras_serializable(package="keras_momentum")
-class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+class OneCycle(_common.Schedule):
     """1cycle: one rise to `max_learning_rate` and one long fall far below the start.
 
     With `initial = max_learning_rate / div_factor`, `final = initial / final_div_factor`,

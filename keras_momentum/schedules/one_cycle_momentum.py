@@ -23,7 +23,7 @@ def one_cycle_phase_ends(total_steps, pct_start, three_phase):
 
 
 @keras.saving.register_keras_serializable(package="keras_momentum")
-class OneCycleMomentum(keras.optimizers.schedules.LearningRateSchedule):
+class OneCycleMomentum(_common.Schedule):
     """Momentum cycle of the 1cycle policy; usually built by `OneCycle.momentum_schedule()`.
 
     With `e_1 = pct_start * total_steps - 1`, `e_2 = total_steps - 1` and the annealing curve

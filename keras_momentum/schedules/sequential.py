@@ -7,7 +7,7 @@ from keras_momentum.schedules import _common, _validation
 
 
 @keras.saving.register_keras_serializable(package="keras_momentum")
-class Sequential(keras.optimizers.schedules.LearningRateSchedule):
+class Sequential(_common.Schedule):
     """Joins schedules at the given boundaries; each part counts steps from its own start.
 
     With boundaries `b_1 < ... < b_n` (and `b_0 = 0`):
@@ -69,6 +69,7 @@ class Sequential(keras.optimizers.schedules.LearningRateSchedule):
 
     @classmethod
     def from_config(cls, config):
+        _common.check_config_keys(cls, config)
         config = dict(config)
         config["schedules"] = [_common.deserialize_nested(item) for item in config["schedules"]]
         return cls(**config)

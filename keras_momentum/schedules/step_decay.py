@@ -7,7 +7,7 @@ from keras_momentum.schedules import _common, _validation
 
 
 @keras.saving.register_keras_serializable(package="keras_momentum")
-class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
+class StepDecay(_common.Schedule):
     """Multiplies the learning rate by `gamma` once every `step_size` steps.
 
     ```

@@ -11,7 +11,7 @@ SHAPES = ("linear", "cosine", "exponential", "constant")
 
 
 @keras.saving.register_keras_serializable(package="keras_momentum")
-class Warmup(keras.optimizers.schedules.LearningRateSchedule):
+class Warmup(_common.Schedule):
     """Warms up from `initial_learning_rate` to `schedule(0)`, then follows `schedule`.
 
     With `W = warmup_steps`, `a = initial_learning_rate`, `b = schedule(0)` and `p = t / W`:
@@ -81,6 +81,7 @@ class Warmup(keras.optimizers.schedules.LearningRateSchedule):
 
     @classmethod
     def from_config(cls, config):
+        _common.check_config_keys(cls, config)
         config = dict(config)
         config["schedule"] = _common.deserialize_nested(config["schedule"])
         return cls(**config)

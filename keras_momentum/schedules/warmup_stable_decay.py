@@ -11,7 +11,7 @@ DECAY_SHAPES = ("linear", "cosine", "sqrt")
 
 
 @keras.saving.register_keras_serializable(package="keras_momentum")
-class WarmupStableDecay(keras.optimizers.schedules.LearningRateSchedule):
+class WarmupStableDecay(_common.Schedule):
     """Linear warmup, a long constant stretch at the peak, then a short decay to a floor.
 
     With `W, S, D` the three phase lengths, `peak` and `low = min_learning_rate`:
