@@ -154,11 +154,6 @@ def test_vanishing_log_dir_does_not_stop_training(tmp_path):
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 8
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the loggers keep writing to their unlinked event file: the records are lost "
-    "without a warning",
-)
 def test_vanishing_log_dir_warns(tmp_path):
     log_dir = tmp_path / "logs"
     with pytest.warns(RuntimeWarning, match="logs"):

@@ -108,9 +108,6 @@ def test_is_chief_under_multi_worker_strategy(workers):
     assert bool(first["is_chief"]) and not bool(second["is_chief"])
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the loggers do not consult keras_momentum.callbacks._chief.is_chief yet"
-)
 def test_only_the_chief_writes_tensorboard_logs(workers):
     work, (chief, _) = workers
     files = glob.glob(os.path.join(work, "logs", "train", "events.out.tfevents.*"))

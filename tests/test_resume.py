@@ -170,11 +170,6 @@ def test_tensorboard_steps_continue_without_overlap(runs, scenario):
             assert union[step] == pytest.approx(value, rel=1e-6, abs=1e-9), (tag, step)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the loggers write no SessionLog.START at a resumed start, so TensorBoard keeps "
-    "the killed process's records of the replayed updates beside the new ones",
-)
 def test_tensorboard_shows_each_update_once_after_a_restart(runs):
     """What TensorBoard's own loader (which purges records a restart orphaned) displays."""
     work, marker = runs["batches"]

@@ -30,6 +30,7 @@ from tensorboard.util import tensor_util
 
 _OPEN_WRITERS = weakref.WeakSet()
 _FILE_NUMBERS = itertools.count()
+_STARTED_DIRECTORIES = set()  # run directories this process has written a START to
 
 
 class EventWriter:
@@ -51,6 +52,7 @@ class EventWriter:
         name = "events.out.tfevents.%010d.%s.%d.%d.keras_momentum" % (
             time.time(), socket.gethostname(), os.getpid(), next(_FILE_NUMBERS)
         )
+        self.directory = directory
         self.path = os.path.join(directory, name)
         if "://" in directory:
             from tensorboard.compat import tf  # noqa: PLC0415 (imports TensorFlow if present)
@@ -80,11 +82,38 @@ class EventWriter:
     # ---------------------------------------------------------------- writing
     def scalar(self, tag, value, step):
         """Writes a float32 scalar for the Scalars dashboard."""
-        self._value(
-            tag, tensor_util.make_tensor_proto(np.float32(value)), step,
-            scalar_metadata.create_summary_metadata(display_name=None, description=None),
-            summary_pb2.DATA_CLASS_SCALAR,
-        )
+        self.scalars({tag: value}, step)
+
+    def scalars(self, values, step):
+        """Writes `{tag: value}` float32 scalars of one step as a single event."""
+        if not values:
+            return
+        event = event_pb2.Event(wall_time=time.time(), step=int(step))
+        for tag, value in values.items():
+            entry = event.summary.value.add(
+                tag=tag, tensor=tensor_util.make_tensor_proto(np.float32(value))
+            )
+            # TensorBoard takes a series' metadata from its first record in the run.
+            if tag not in self._described_tags:
+                metadata = scalar_metadata.create_summary_metadata(display_name=None, description=None)
+                metadata.data_class = summary_pb2.DATA_CLASS_SCALAR
+                entry.metadata.CopyFrom(metadata)
+                self._described_tags.add(tag)
+        self._write(event)
+
+    def start_session(self, step):
+        """Marks a (re)start at `step`, once per process and run directory.
+
+        TensorBoard then drops records at `step` and later that an earlier, crashed
+        process left in this run: the updates being replayed after a restore. A second
+        START from the same process would also drop this process's own new records.
+        """
+        if self.directory in _STARTED_DIRECTORIES:
+            return
+        _STARTED_DIRECTORIES.add(self.directory)
+        event = event_pb2.Event(wall_time=time.time(), step=int(step))
+        event.session_log.status = event_pb2.SessionLog.START
+        self._write(event)
 
     def histogram(self, tag, buckets, step):
         """Writes a histogram: `buckets` is a `[k, 3]` array of (left edge, right edge, count).
@@ -152,6 +181,8 @@ class EventWriter:
                     self._error = error
 
     def _flush_locked(self):
+        if "://" not in self.path and not os.path.exists(self.path):
+            raise OSError(f"the event file {self.path!r} was removed")
         self._records.flush()
         self._dirty = False
 

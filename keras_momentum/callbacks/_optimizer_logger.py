@@ -4,9 +4,17 @@ A logger finds the optimizer that makes the updates (the innermost one under
 `LossScaleOptimizer`, `Lookahead` and other wrappers with an `inner_optimizer`), checks that it
 carries `InstrumentationMixin`, switches on the statistics it needs and makes the model retrace
 its train function so the step records them.
-After each batch it decides on the host, without touching the device, whether an update
-whose number is a multiple of `update_freq` may have happened; only then does it read the
-optimizer's update count and statistics and write them to `<log_dir>/train`.
+The optimizer records statistics on updates whose number is a multiple of `update_freq`
+(and computes nothing on the others, where the backend allows). After each batch the
+logger decides on the host, without touching the device, whether such an update may have
+happened; only then does it read the latest record (one transfer, shared by all loggers
+of the optimizer) and write the record's values, at the record's update number, to
+`<log_dir>/train` in one event.
+
+Only the chief writes (`is_chief`: worker 0 under `MultiWorkerMirroredStrategy`). Each
+process writes a `SessionLog.START` at the first update it will log in a run directory,
+so that after a restart TensorBoard drops the records the crashed process made of the
+updates being replayed.
 """
 
 import numbers
@@ -15,6 +23,7 @@ import warnings
 
 import keras
 
+from keras_momentum.callbacks._chief import is_chief
 from keras_momentum.callbacks._event_writer import EventWriter
 from keras_momentum.optimizers.instrumentation import InstrumentationMixin
 
@@ -49,8 +58,10 @@ def instrumented_optimizer(optimizer, caller):
 class OptimizerLogger(keras.callbacks.Callback):
     """Base class of `LearningRateLogger` and `GradientNormLogger`.
 
-    Subclasses define `_statistics_kinds()` and `_write_statistics(writer, statistics,
-    step)`, where `statistics` is `read_statistics()`'s dict and `step` the update count.
+    Subclasses define `_statistics_kinds()` (kinds recorded every `update_freq` updates),
+    optionally `_extra_statistics()` (`{kind: every}`) and `_write_statistics(writer,
+    statistics, step)`, where `statistics` is `read_statistics()`'s dict and `step` the
+    update it describes.
     """
 
     def __init__(self, log_dir, update_freq=1, flush_secs=10.0):
@@ -74,6 +85,12 @@ class OptimizerLogger(keras.callbacks.Callback):
     def _statistics_kinds(self):
         raise NotImplementedError
 
+    def _extra_statistics(self):
+        return {}
+
+    def _wants_histograms(self, step):
+        return False
+
     def _write_statistics(self, writer, statistics, step):
         raise NotImplementedError
 
@@ -81,9 +98,11 @@ class OptimizerLogger(keras.callbacks.Callback):
     def set_model(self, model):
         super().set_model(model)
         optimizer = instrumented_optimizer(getattr(model, "optimizer", None), type(self).__name__)
-        enabled = optimizer.enabled_statistics
-        optimizer.enable_statistics(*self._statistics_kinds())
-        if optimizer.enabled_statistics != enabled:
+        enabled = optimizer.statistics_frequencies
+        optimizer.enable_statistics(*self._statistics_kinds(), every=self.update_freq)
+        for kind, every in self._extra_statistics().items():
+            optimizer.enable_statistics(kind, every=every)
+        if optimizer.statistics_frequencies != enabled:
             # Every trainer builds its train function in `fit` after `set_model` when the
             # attribute is None; the new trace records the newly enabled statistics.
             model.train_function = None
@@ -91,17 +110,23 @@ class OptimizerLogger(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._close_writer()
-        self._writer = self._open_writer(os.path.join(self.log_dir, RUN))
         self._variable_positions = None
         # Host-side estimate of the optimizer's raw step counter (micro-batches under
-        # gradient accumulation); corrected from the device at every logged step.
+        # gradient accumulation); corrected from the device when a read finds no new record.
         self._accumulation = self._optimizer.gradient_accumulation_steps or 1
         self._raw_count = self._read_raw_count(self._state_values())
         self._predicted = self._raw_count // self._accumulation
         self._batch_begin = 0
+        if not is_chief(self._model):
+            return
+        self._writer = self._open_writer(os.path.join(self.log_dir, RUN))
+        if self._writer is not None:
+            self._guard(lambda: self._writer.start_session(self._predicted + 1))
 
     def on_train_batch_begin(self, batch, logs=None):
         self._batch_begin = batch
+        # Loggers of one optimizer share the read after this batch, not an older one.
+        self._optimizer.clear_statistics_cache()
 
     def on_train_batch_end(self, batch, logs=None):
         if self._writer is None:
@@ -130,12 +155,18 @@ class OptimizerLogger(keras.callbacks.Callback):
     # ------------------------------------------------------------ reading
     def _log(self):
         values = self._state_values()
-        raw = self._read_raw_count(values)
-        step = raw // self._accumulation
-        self._raw_count, self._predicted = raw, step
+        statistics = self._optimizer.read_statistics(
+            values,
+            histograms=self._wants_histograms(self._predicted),
+            cache_key=id(self._model),
+        )
+        step = statistics["step"]
         if step == 0 or step == self._last_step:
-            return  # no update since the last record (e.g. a skipped non-finite step)
-        statistics = self._optimizer.read_statistics(values)
+            # No new record: updates were skipped (non-finite gradients), so the host's
+            # count ran ahead of the optimizer's; take the optimizer's.
+            self._raw_count = self._read_raw_count(values)
+            self._predicted = self._raw_count // self._accumulation
+            return
         self._guard(lambda: self._write_statistics(self._writer, statistics, step))
         self._last_step = step
 

@@ -11,6 +11,7 @@ GLOBAL_SCALARS = (
     "gradient_norm/global_clipped",
     "update_ratio/global",
     "velocity_norm/global",
+    "nonfinite_steps",
 )
 HISTOGRAM_PREFIX = "gradient_histogram/"
 
@@ -77,27 +78,34 @@ class GradientNormLogger(OptimizerLogger):
         kinds = ["gradient_norms", "update_ratio", "velocity_norm"]
         if self.per_layer:
             kinds.append("per_variable_norms")
-        if self.histogram_freq:
-            kinds.append("histograms")
         return kinds
+
+    def _extra_statistics(self):
+        return {"histograms": self.histogram_freq} if self.histogram_freq else {}
+
+    def _wants_histograms(self, step):
+        freq = self.histogram_freq
+        return bool(freq) and step // freq > self._last_histogram_step // freq
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         self._last_histogram_step = self._predicted
 
     def _write_statistics(self, writer, statistics, step):
-        for name in GLOBAL_SCALARS:
-            if name in statistics:
-                writer.scalar(name, statistics[name], step)
+        scalars = {name: statistics[name] for name in GLOBAL_SCALARS if name in statistics}
         if self.per_layer:
-            for name, value in statistics.items():
-                if name.startswith("gradient_norm/") and name not in GLOBAL_SCALARS:
-                    writer.scalar(name, value, step)
+            scalars.update(
+                (name, value) for name, value in statistics.items()
+                if name.startswith("gradient_norm/") and name not in GLOBAL_SCALARS
+            )
+        writer.scalars(scalars, step)
         freq = self.histogram_freq
-        if freq and step // freq > self._last_histogram_step // freq:
+        if "histograms" in statistics and step // freq > self._last_histogram_step // freq:
+            # Recorded at the latest multiple of `histogram_freq`.
+            recorded = step // freq * freq
             for path, (value_range, counts) in statistics["histograms"].items():
                 buckets = histogram_buckets(value_range, counts)
-                writer.histogram(HISTOGRAM_PREFIX + path, buckets, step)
+                writer.histogram(HISTOGRAM_PREFIX + path, buckets, recorded)
             self._last_histogram_step = step
 
 

@@ -64,9 +64,7 @@ class LearningRateLogger(OptimizerLogger):
         return ("hyperparameters",)
 
     def _write_statistics(self, writer, statistics, step):
-        for name in HYPERPARAMETERS:
-            if name in statistics:
-                writer.scalar(name, statistics[name], step)
+        writer.scalars({n: statistics[n] for n in HYPERPARAMETERS if n in statistics}, step)
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)

@@ -2,7 +2,7 @@
 
 from keras_momentum.optimizers.agg_mo import AggMo
 from keras_momentum.optimizers.base import MomentumOptimizer
-from keras_momentum.optimizers.instrumentation import instrument
+from keras_momentum.optimizers.instrumented import instrument
 from keras_momentum.optimizers.lars import LARS
 from keras_momentum.optimizers.lookahead import Lookahead
 from keras_momentum.optimizers.qhm import QHM
