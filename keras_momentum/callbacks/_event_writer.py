@@ -22,7 +22,7 @@ import time
 import weakref
 
 import numpy as np
-from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.summary.writer.record_writer import RecordWriter
@@ -90,9 +90,8 @@ class EventWriter:
             return
         event = event_pb2.Event(wall_time=time.time(), step=int(step))
         for tag, value in values.items():
-            entry = event.summary.value.add(
-                tag=tag, tensor=tensor_util.make_tensor_proto(np.float32(value))
-            )
+            # A rank-0 float32 TensorProto, built directly: make_tensor_proto costs ~30 µs.
+            entry = event.summary.value.add(tag=tag, tensor=_scalar_tensor(value))
             # TensorBoard takes a series' metadata from its first record in the run.
             if tag not in self._described_tags:
                 metadata = scalar_metadata.create_summary_metadata(display_name=None, description=None)
@@ -197,6 +196,15 @@ class EventWriter:
             self.close()
         except Exception:  # noqa: BLE001 (nothing can be reported during collection)
             pass
+
+
+_SCALAR_SHAPE = tensor_shape_pb2.TensorShapeProto()
+
+
+def _scalar_tensor(value):
+    return tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_FLOAT, tensor_shape=_SCALAR_SHAPE, float_val=[float(np.float32(value))]
+    )
 
 
 def _flush_periodically(writer_ref, stop, interval):

@@ -170,7 +170,7 @@ class InstrumentationMixin:
         scalars = record[len(st.HEADER):len(st.HEADER) + len(SCALARS)]
         wanted = self._recorded_scalar_names()
         out.update({name: float(v) for name, v in zip(SCALARS, scalars) if name in wanted})
-        paths = st.unique_paths(self._trainable_variables)
+        paths = self._statistics_paths()
         if "per_variable_norms" in self._statistics:
             norms = record[len(st.HEADER) + len(SCALARS):]
             out.update({f"gradient_norm/{p}": float(n) for p, n in zip(paths, norms)})
@@ -179,6 +179,11 @@ class InstrumentationMixin:
             out["histograms"] = {p: (row[:2], row[2:]) for p, row in zip(paths, rows)}
         self._statistics_cache = (key, out)
         return dict(out)
+
+    def _statistics_paths(self):
+        if getattr(self, "_paths", None) is None:
+            self._paths = st.unique_paths(self._trainable_variables)
+        return self._paths
 
     def _recorded_scalar_names(self):
         names = set()
@@ -223,8 +228,24 @@ class InstrumentationMixin:
             scratch = self._step_scratch
             scratch.indices = [self._get_variable_index(v) for v in trainable_variables]
             if "update_ratio" in self._statistics:
-                scratch.before = [ops.copy(v) for v in trainable_variables]
+                scratch.before = self._snapshot(trainable_variables)
         super()._backend_apply_gradients(grads, trainable_variables)
+
+    def _snapshot(self, variables):
+        """Copies of the weights before an update that records `update_ratio`, else zeros.
+
+        Holding a copy makes TensorFlow's in-place update kernels copy the weights, a cost
+        worth paying only on the updates that are recorded.
+        """
+        every = self._statistics["update_ratio"]
+        if every == 1:
+            return [ops.copy(v) for v in variables]
+        recorded = ops.equal(ops.mod(ops.add(self.iterations, 1), every), 0)
+        return ops.cond(
+            recorded,
+            lambda: [ops.copy(v) for v in variables],
+            lambda: [ops.zeros(v.shape, v.dtype) for v in variables],
+        )
 
     def _clip_gradients(self, grads):
         clipped = super()._clip_gradients(grads)
