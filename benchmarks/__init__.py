@@ -1,0 +1,1 @@
+"""Benchmarks for keras_momentum, each runnable as `python -m benchmarks.<name>`."""
