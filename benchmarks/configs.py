@@ -11,7 +11,7 @@ momentum's averaging, not two step sizes.
 
 import keras
 
-from keras_momentum.optimizers import SGD
+from keras_momentum.optimizers import LARS, QHM, SGD, AggMo, Lookahead, ScheduleFreeSGD
 from keras_momentum.schedules import CosineDecay, OneCycle, Warmup
 
 LEARNING_RATE = 0.01
@@ -62,6 +62,38 @@ def keras_sgd_momentum(steps_per_epoch, epochs):
     return keras.optimizers.SGD(learning_rate=LEARNING_RATE, momentum=MOMENTUM)
 
 
+def qhm(steps_per_epoch, epochs):
+    """Ma & Yarats' recommended QHM setting (β = 0.999, ν = 0.7) at SGD's step size."""
+    return QHM(learning_rate=LEARNING_RATE / (1 - MOMENTUM), momentum=0.999, nu=0.7)
+
+
+def agg_mo(steps_per_epoch, epochs):
+    """Lucas et al.'s default betas (0, 0.9, 0.99)."""
+    return AggMo(learning_rate=LEARNING_RATE, betas=(0.0, 0.9, 0.99))
+
+
+def lars(steps_per_epoch, epochs):
+    """LARS with a large batch (see LARGE_BATCH): warmup, then cosine decay."""
+    total_steps = steps_per_epoch * epochs
+    warmup_steps = max(1, total_steps // 10)
+    decay = CosineDecay(2.0, decay_steps=max(1, total_steps - warmup_steps))
+    return LARS(Warmup(decay, warmup_steps=warmup_steps), momentum=MOMENTUM, weight_decay=5e-4)
+
+
+lars.batch_size = 1024  # LARS is meant for batches far above SGD's usual 128
+
+
+def schedule_free(steps_per_epoch, epochs):
+    """Schedule-free SGD (Defazio et al., 2024); evaluated at its averaged weights."""
+    return ScheduleFreeSGD(learning_rate=0.5, momentum=MOMENTUM,
+                           warmup_steps=max(1, steps_per_epoch // 2))
+
+
+def lookahead(steps_per_epoch, epochs):
+    """Lookahead (k = 5, α = 0.5) around the "momentum" configuration."""
+    return Lookahead(momentum(steps_per_epoch, epochs), sync_period=5, slow_step_size=0.5)
+
+
 CONFIGS = {
     "sgd": sgd,
     "momentum": momentum,
@@ -71,7 +103,18 @@ CONFIGS = {
     "nesterov_warmup_cosine": nesterov_warmup_cosine,
     "one_cycle": one_cycle,
     "keras_sgd_momentum": keras_sgd_momentum,
+    "qhm": qhm,
+    "agg_mo": agg_mo,
+    "lars": lars,
+    "schedule_free": schedule_free,
+    "lookahead": lookahead,
 }
+FAMILY_CONFIGS = ("qhm", "agg_mo", "lars", "schedule_free", "lookahead")
+
+
+def batch_size_for(name, default):
+    """The configuration's own batch size (LARS's large batch), else `default`."""
+    return getattr(CONFIGS[name], "batch_size", default)
 DEFAULT_CONFIGS = (
     "sgd", "momentum", "nesterov", "pytorch_dampening", "adam", "nesterov_warmup_cosine",
     "one_cycle",

@@ -8,13 +8,16 @@ import time
 import keras
 
 from benchmarks import runtime
-from benchmarks.configs import CONFIGS
-from keras_momentum.callbacks import GradientNormLogger, LearningRateLogger
-from keras_momentum.optimizers import instrument
+from benchmarks.configs import CONFIGS, batch_size_for
+from keras_momentum.callbacks import GradientNormLogger, LearningRateLogger, ScheduleFreeEvaluation
+from keras_momentum.optimizers import ScheduleFreeSGD, instrument
 
 HIDDEN_UNITS = (512, 256)
 DROPOUT = 0.3
 EVAL_BATCH_SIZE = 1024
+# Diagnostics every 10th update: at every update they cost about a third of this small
+# model's step on 2 CPU cores (see RESULTS.md); every 10th costs a few percent.
+DIAGNOSTICS_UPDATE_FREQ = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,11 +118,19 @@ def format_seconds(seconds):
     return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
 
 
+def evaluation_callbacks(optimizer):
+    """Schedule-free SGD is validated at its averaged weights, as users should."""
+    if isinstance(optimizer, ScheduleFreeSGD):
+        return [ScheduleFreeEvaluation()]
+    return []
+
+
 def train_run(spec, dataset, *, epochs, batch_size, target_accuracy, tensorboard_dir,
               progress_callback):
     """Trains one configuration once and returns its record for results.json."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(spec.seed)
+    batch_size = batch_size_for(spec.config, batch_size)
     train_size = len(dataset.x_train)
     steps_per_epoch = math.ceil(train_size / batch_size)
     log_dir = os.path.join(tensorboard_dir, spec.name)
@@ -134,7 +145,8 @@ def train_run(spec, dataset, *, epochs, batch_size, target_accuracy, tensorboard
         compile_model(model, instrument(optimizer))
         callbacks = [
             clock,
-            *diagnostics_callbacks(log_dir, update_freq=1),
+            *evaluation_callbacks(optimizer),
+            *diagnostics_callbacks(log_dir, update_freq=DIAGNOSTICS_UPDATE_FREQ),
             keras.callbacks.TensorBoard(log_dir, write_graph=False),
             progress_callback,
         ]

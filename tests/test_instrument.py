@@ -52,6 +52,11 @@ def test_wrappers_are_rejected(wrapper):
         instrument(wrapper())
 
 
+def test_wrappers_of_instrumented_optimizers_are_returned_as_they_are():
+    wrapped = Lookahead(instrument(keras.optimizers.Adam()))
+    assert instrument(wrapped) is wrapped
+
+
 def test_built_and_foreign_objects_are_rejected():
     built = keras.optimizers.Adam()
     built.build([keras.Variable(np.ones(2, "float32"))])

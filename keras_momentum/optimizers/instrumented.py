@@ -36,7 +36,8 @@ def instrument(optimizer):
 
     Use it for built-in optimizers (`keras.optimizers.Adam`, `SGD`, `AdamW`, ...) so that
     `GradientNormLogger`, `LearningRateLogger` and `ReduceLROnPlateau` work with them.
-    Optimizers of this package are returned as they are.
+    Optimizers of this package, and wrappers (`Lookahead`, `LossScaleOptimizer`) around
+    an instrumented optimizer, are returned as they are.
 
     Example: `model.compile(optimizer=instrument(keras.optimizers.Adam(1e-3)), ...)`.
     """
@@ -47,6 +48,11 @@ def instrument(optimizer):
             f"`optimizer` must be a keras.optimizers.Optimizer instance, got {optimizer!r}"
         )
     if hasattr(optimizer, "inner_optimizer"):
+        inner = optimizer.inner_optimizer
+        while hasattr(inner, "inner_optimizer"):
+            inner = inner.inner_optimizer
+        if isinstance(inner, InstrumentationMixin):
+            return optimizer  # the optimizer making the updates already records
         raise TypeError(
             f"`optimizer` is a {type(optimizer).__name__} wrapping another optimizer; "
             "instrument the optimizer it wraps before wrapping it (compile() wraps in a "
