@@ -1,0 +1,75 @@
+"""`python -m benchmarks.mnist_mlp`: data loading and a --quick run's outputs."""
+
+import gzip
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from benchmarks import data, mnist_mlp
+from benchmarks.idx import IDXError, read_idx
+
+
+def write_idx(path, array, compress):
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    raw = header + array.astype(">u1").tobytes()
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_round_trip(tmp_path, compress):
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "a.idx", array, compress)
+    np.testing.assert_array_equal(read_idx(tmp_path / "a.idx"), array)
+
+
+def test_corrupt_idx_is_rejected_with_the_reason(tmp_path):
+    array = np.zeros((4, 28, 28), np.uint8)
+    write_idx(tmp_path / "full.idx", array, compress=False)
+    raw = (tmp_path / "full.idx").read_bytes()
+    (tmp_path / "short.idx").write_bytes(raw[:-10])
+    (tmp_path / "magic.idx").write_bytes(b"\x01\x02" + raw[2:])
+    with pytest.raises(IDXError, match="short.idx"):
+        read_idx(tmp_path / "short.idx")
+    with pytest.raises(IDXError, match="two zero bytes"):
+        read_idx(tmp_path / "magic.idx")
+
+
+def test_idx_directory_loads_as_a_dataset(tmp_path):
+    rng = np.random.default_rng(0)
+    for stem, shape in (("train-images-idx3-ubyte", (6, 28, 28)), ("train-labels-idx1-ubyte", (6,)),
+                        ("t10k-images-idx3-ubyte", (3, 28, 28)), ("t10k-labels-idx1-ubyte", (3,))):
+        values = rng.integers(0, 10 if "labels" in stem else 256, size=shape).astype(np.uint8)
+        write_idx(tmp_path / f"{stem}.gz", values, compress=True)
+    dataset = data.load_dataset("mnist", data_dir=str(tmp_path))
+    assert dataset.x_train.shape == (6, 784) and dataset.x_test.shape == (3, 784)
+    assert dataset.x_train.dtype == np.float32 and 0 <= dataset.x_train.min() <= dataset.x_train.max() <= 1
+
+
+def test_missing_data_says_how_to_get_it(tmp_path):
+    with pytest.raises(data.DatasetNotFoundError, match="dataset-fashion-mnist"):
+        data.load_dataset("fashion_mnist", data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="`dataset`"):
+        data.load_dataset("cifar10")
+
+
+def test_embedded_split_is_fixed_and_stratified():
+    first, second = data.load_dataset("embedded"), data.load_dataset("embedded")
+    np.testing.assert_array_equal(first.y_train, second.y_train)
+    assert len(first.x_train) == 4000 and len(first.x_test) == 1000
+    assert np.bincount(first.y_test.astype(int)).tolist() == [100] * 10
+
+
+def test_quick_run_writes_results_plots_and_logs(tmp_path):
+    mnist_mlp.main(["--quick", "--out", str(tmp_path), "--overhead-rounds", "1"])
+    results = json.loads((tmp_path / "results.json").read_text())
+    runs = results["runs"]
+    assert {run["config"] for run in runs} == {"sgd", "momentum"}
+    for run in runs:
+        assert 0.0 <= run["final_test_accuracy"] <= 1.0
+        assert run["samples_per_second"] > 0
+        assert run["history"] and run["optimizer_slot_bytes"] >= 0
+        assert list((tmp_path / "tb").glob(f"{run['config']}*/train/events.out.tfevents.*"))
+    for name in ("curves.png", "time_to_accuracy.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
