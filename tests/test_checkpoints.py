@@ -102,11 +102,12 @@ def test_weights_file_restores_optimizer_state_exactly(tmp_path, name):
 
 
 def saved_sgd_weights(tmp_path):
+    """The weights file of a trained momentum-SGD model, and its optimizer's variable count."""
     model = new_model(optimizers.SGD(0.05, momentum=0.9))
     fit(model, 1)
     path = tmp_path / "sgd.weights.h5"
     model.save_weights(path)
-    return path
+    return path, len(model.optimizer.variables)
 
 
 def built(model):
@@ -114,19 +115,18 @@ def built(model):
     return model
 
 
-# The saved SGD has 11 variables: update count, learning rate, multiplier, 4 statistics
-# buffers and 4 velocities.
+# None: the message must give both variable counts, the saved one and the target's.
 MISMATCHES = {
     "optimizer-not-built": (lambda: new_model(optimizers.SGD(0.05, momentum=0.9)), "not built yet"),
-    "no-velocities": (lambda: built(new_model(optimizers.SGD(0.05))), "has 11 variables but this optimizer has 7"),
+    "no-velocities": (lambda: built(new_model(optimizers.SGD(0.05))), None),
     "skip-nonfinite-counter": (
         lambda: built(new_model(optimizers.SGD(0.05, momentum=0.9, skip_nonfinite=True))),
-        "has 11 variables but this optimizer has 12",
+        None,
     ),
-    "other-optimizer": (lambda: built(new_model(optimizers.AggMo(0.05))), "has 11 variables but this optimizer has 19"),
+    "other-optimizer": (lambda: built(new_model(optimizers.AggMo(0.05))), None),
     "frozen-layer": (
         lambda: built(new_model(optimizers.SGD(0.05, momentum=0.9), frozen_first_layer=True)),
-        "has 11 variables but this optimizer has 9",
+        None,
     ),
     "lookahead": (
         lambda: built(new_model(optimizers.Lookahead(optimizers.SGD(0.05, momentum=0.9)))),
@@ -137,9 +137,12 @@ MISMATCHES = {
 
 @pytest.mark.parametrize("case", MISMATCHES)
 def test_loading_another_variable_set_raises(tmp_path, case):
-    path = saved_sgd_weights(tmp_path)
+    path, saved_count = saved_sgd_weights(tmp_path)
     make, message = MISMATCHES[case]
     model = make()
+    if message is None:
+        assert len(model.optimizer.variables) != saved_count
+        message = f"has {saved_count} variables but this optimizer has {len(model.optimizer.variables)}"
     before = [ops.convert_to_numpy(v) for v in model.optimizer.variables]
     with pytest.raises(ValueError, match=message):
         model.load_weights(path)
@@ -148,7 +151,7 @@ def test_loading_another_variable_set_raises(tmp_path, case):
 
 
 def test_loading_under_a_loss_scale_optimizer_raises_when_not_built(tmp_path):
-    path = saved_sgd_weights(tmp_path)
+    path, _ = saved_sgd_weights(tmp_path)
     keras.mixed_precision.set_global_policy("mixed_float16")
     model = new_model(optimizers.SGD(0.05, momentum=0.9))
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)

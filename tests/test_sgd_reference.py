@@ -86,7 +86,7 @@ def run_ours(optimizer, theta0, mats, dtype="float64", steps=STEPS, jit=False):
 
     def step():
         grads = [
-            ops.reshape(ops.matmul(a, ops.reshape(v.value, (-1,))) - b, v.shape)
+            ops.reshape(ops.sum(a * ops.reshape(v.value, (1, -1)), axis=1) - b, v.shape)
             for v, (a, b) in zip(variables, consts)
         ]
         optimizer.apply(grads, variables)
