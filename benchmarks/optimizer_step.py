@@ -91,7 +91,7 @@ def torch_contenders(shapes, momentum):
     for variant in ("foreach", "fused"):
         params = [torch.zeros(s, requires_grad=True) for s in shapes]
         for p in params:
-            p.grad = torch.randn(s := p.shape) * 1e-3
+            p.grad = torch.randn(p.shape) * 1e-3
         try:
             optimizer = torch.optim.SGD(params, lr=0.01, momentum=momentum, **{variant: True})
             optimizer.step()

@@ -1,6 +1,5 @@
 """The notebooks execute top to bottom on small settings and show their plots."""
 
-import os
 import pathlib
 
 import nbformat

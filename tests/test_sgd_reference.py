@@ -9,26 +9,14 @@ import numpy as np
 import pytest
 from keras import ops
 
+from _family import Table
+
 from keras_momentum.optimizers import SGD
 
 STEPS = 100
 
 
-# --- Schedules written here, not taken from keras_momentum.schedules --------------------
-class Table(keras.optimizers.schedules.LearningRateSchedule):
-    """values[t] for update t (last value afterwards)."""
-
-    def __init__(self, values):
-        self.values = [float(v) for v in values]
-
-    def __call__(self, step):
-        index = ops.minimum(ops.cast(step, "int32"), len(self.values) - 1)
-        return ops.take(ops.convert_to_tensor(self.values, "float32"), index)
-
-    def get_config(self):
-        return {"values": self.values}
-
-
+# --- Schedules written here (and Table in _family), not taken from keras_momentum.schedules
 def learning_rates(scheduled):
     return [0.03 * 0.98**t if scheduled else 0.03 for t in range(STEPS)]
 

@@ -86,6 +86,22 @@ class MomentumOptimizer(InstrumentationMixin, keras.optimizers.Optimizer):
         names.update(n for n in self.scheduled_hyperparameters if getattr(self, n) is not None)
         return names
 
+    # -------------------------------------------------------------- velocity
+    @property
+    def has_velocity(self):
+        """A velocity slot is kept unless `momentum` is the constant 0."""
+        momentum = getattr(self, "momentum", 0.0)
+        return hp.is_schedule(momentum) or momentum != 0
+
+    def _add_velocities(self, variables):
+        """One velocity per variable (named after its path) in `self.velocities`, or none."""
+        self.velocities = (
+            self.add_optimizer_variables(variables, "velocity") if self.has_velocity else []
+        )
+
+    def _velocity_variables(self):
+        return [v for v in getattr(self, "velocities", []) if v is not None]
+
     # ---------------------------------------------------------- weight decay
     def _apply_weight_decay(self, variables):
         # Keras's decoupled decay is replaced by `_coupled_gradient`/`_decoupled_decay`.

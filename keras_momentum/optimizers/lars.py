@@ -110,17 +110,11 @@ class LARS(MomentumOptimizer):
         self.epsilon = epsilon
         self.exclude_from_adaptation = patterns
 
-    @property
-    def has_velocity(self):
-        return hp.is_schedule(self.momentum) or self.momentum != 0
-
     def build(self, variables):
         if self.built:
             return
         super().build(variables)
-        self.velocities = (
-            self.add_optimizer_variables(variables, "velocity") if self.has_velocity else []
-        )
+        self._add_velocities(variables)
         self._adapted = [self._is_adapted(v) for v in variables]
 
     def _is_adapted(self, variable):
@@ -128,9 +122,6 @@ class LARS(MomentumOptimizer):
             return False
         path = getattr(variable, "path", variable.name)
         return not any(re.search(pattern, path) for pattern in self.exclude_from_adaptation)
-
-    def _velocity_variables(self):
-        return [v for v in self.velocities if v is not None]
 
     def update_step(self, gradient, variable, hyper):
         gradient = dense_gradient(gradient, variable.dtype)

@@ -77,9 +77,6 @@ class QHM(MomentumOptimizer):
         super().build(variables)
         self.velocities = self.add_optimizer_variables(variables, "velocity")
 
-    def _velocity_variables(self):
-        return [v for v in self.velocities if v is not None]
-
     def update_step(self, gradient, variable, hyper):
         gradient = dense_gradient(gradient, variable.dtype)
         gradient = self._coupled_gradient(gradient, variable, hyper)

@@ -117,25 +117,16 @@ class SGD(MomentumOptimizer):
         self.formulation = formulation
         self.fused = fused
 
-    @property
-    def has_velocity(self):
-        return hp.is_schedule(self.momentum) or self.momentum != 0
-
     def build(self, variables):
         if self.built:
             return
         super().build(variables)
-        self.velocities = (
-            self.add_optimizer_variables(variables, "velocity") if self.has_velocity else []
-        )
+        self._add_velocities(variables)
         self._kernels = None
         if self.fused is None and keras.backend.backend() == "tensorflow":
             from keras_momentum.optimizers import _tf_kernels  # noqa: PLC0415
 
             self._kernels = _tf_kernels
-
-    def _velocity_variables(self):
-        return [v for v in self.velocities if v is not None]
 
     def update_step(self, gradient, variable, hyper):
         gradient = self._coupled_gradient(gradient, variable, hyper)
