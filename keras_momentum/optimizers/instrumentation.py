@@ -267,18 +267,19 @@ class InstrumentationMixin:
         scratch = self._step_scratch
         record_every = [n for kind, n in self._statistics.items() if kind != "histograms"]
         if record_every:
+            def record():
+                row = self._record_row(step, scratch, trainable_variables, hyperparameters)
+                return [(self._statistics_record, row)]
+
             every = math.gcd(*record_every)
-            st.when(
-                ops.equal(ops.mod(step, every), 0),
-                lambda: [(self._statistics_record, self._record_row(step, scratch, trainable_variables, hyperparameters))],
-                single_replica,
-            )
+            st.when(ops.equal(ops.mod(step, every), 0), record, single_replica)
         if "histograms" in self._statistics:
             def rows():
                 grads = st.sum_over_replicas(scratch.grads)
                 histograms = ops.stack([st.histogram(g) for g in grads])
                 shape = self._statistics_histograms.shape
-                return [(self._statistics_histograms, st.scatter_rows(scratch.indices, histograms, shape))]
+                rows = st.scatter_rows(scratch.indices, histograms, shape)
+                return [(self._statistics_histograms, rows)]
 
             every = self._statistics["histograms"]
             st.when(ops.equal(ops.mod(step, every), 0), rows, single_replica)
@@ -299,8 +300,9 @@ class InstrumentationMixin:
                 clipped = st.sum_over_replicas(scratch.clipped)
                 scalars["gradient_norm/global_clipped"] = st.global_norm(clipped)
         if "update_ratio" in kinds:
-            moved = st.global_norm([ops.subtract(v, b) for v, b in zip(trainable_variables, scratch.before)])
-            scalars["update_ratio/global"] = moved / ops.maximum(st.global_norm(scratch.before), 1e-12)
+            before = scratch.before
+            moved = st.global_norm([ops.subtract(v, b) for v, b in zip(trainable_variables, before)])
+            scalars["update_ratio/global"] = moved / ops.maximum(st.global_norm(before), 1e-12)
         velocities = self._velocity_variables()
         if "velocity_norm" in kinds and velocities:
             scalars["velocity_norm/global"] = st.global_norm(velocities)
