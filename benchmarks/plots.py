@@ -16,13 +16,19 @@ def plot_curves(summaries, path, title):
     """Test accuracy and test loss against epoch, one line per configuration (mean over seeds,
     shaded +-1 std when there are repeats)."""
     precisions = {s["precision"] for s in summaries}
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    configs = list(dict.fromkeys(s["config"] for s in summaries))
+    # One colour per configuration, one line style per precision.
+    colours = plt.get_cmap("tab20" if len(configs) > 10 else "tab10")
+    styles = dict(zip(sorted(precisions), ("-", "--", ":")))
+    figure, axes = plt.subplots(1, 2, figsize=(14, 5))
     for summary in summaries:
         for axis, field in zip(axes, ("test_accuracy", "test_loss")):
             mean = summary[f"{field}_by_epoch"]["mean"]
             std = summary[f"{field}_by_epoch"]["std"]
             epochs = range(1, len(mean) + 1)
             (line,) = axis.plot(epochs, mean, marker="o", markersize=3,
+                                color=colours(configs.index(summary["config"])),
+                                linestyle=styles[summary["precision"]],
                                 label=_label(summary, precisions))
             if summary["repeats"] > 1:
                 axis.fill_between(epochs, [m - s for m, s in zip(mean, std)],
@@ -33,10 +39,10 @@ def plot_curves(summaries, path, title):
     for axis in axes:
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
 
 
