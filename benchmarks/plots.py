@@ -4,6 +4,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def _label(summary, precisions):
@@ -37,6 +38,7 @@ def plot_curves(summaries, path, title):
     axes[0].set_ylabel("test accuracy")
     axes[1].set_ylabel("test loss")
     for axis in axes:
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
     axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
@@ -48,7 +50,8 @@ def plot_curves(summaries, path, title):
 
 def plot_time_to_accuracy(summaries, path, target_accuracy, title):
     """Bars of training wall time and of steps until test accuracy first reached the target;
-    configurations that never reached it are marked "not reached"."""
+    configurations that never reached it are marked "not reached", and those that reached it
+    with only some seeds say how many."""
     precisions = {s["precision"] for s in summaries}
     labels = [_label(s, precisions) for s in summaries]
     figure, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(summaries) + 2.5))
@@ -58,9 +61,16 @@ def plot_time_to_accuracy(summaries, path, target_accuracy, title):
         stds = [s[field]["std"] for s in summaries]
         positions = range(len(summaries))
         axis.barh(positions, [m or 0 for m in means], xerr=[s or 0 for s in stds], color="C0")
-        for position, mean in zip(positions, means):
-            if mean is None:
+        for position, summary in zip(positions, summaries):
+            reached, repeats = summary[field]["count"], summary["repeats"]
+            if reached == 0:
                 axis.text(0, position, " not reached", va="center", fontsize=8, color="C3")
+            elif reached < repeats:
+                # The bar averages only the seeds that got there; say how many did.
+                axis.text(summary[field]["mean"] + summary[field]["std"], position,
+                          f" {reached}/{repeats} seeds", va="center", fontsize=8, color="C3")
+        ends = [m + (s or 0) for m, s in zip(means, stds) if m is not None]
+        axis.set_xlim(0, 1.3 * max(ends) if ends else 1)
         axis.set_yticks(list(positions), labels)
         axis.invert_yaxis()
         axis.set_xlabel(f"{unit} to test accuracy {target_accuracy:g}")
