@@ -38,18 +38,31 @@ class MomentumOptimizer(InstrumentationMixin, keras.optimizers.Optimizer):
     """
 
     scheduled_hyperparameters = ("weight_decay",)
+    # `(mode, why)` for optimizers whose weight decay has one form only (LARS, ScheduleFreeSGD):
+    # they take no `weight_decay_mode` argument, and their config has none.
+    fixed_weight_decay_mode = None
 
     def __init__(
         self,
         learning_rate,
         weight_decay=None,
-        weight_decay_mode="decoupled",
+        weight_decay_mode=None,
         skip_nonfinite=False,
         **kwargs,
     ):
         learning_rate = _check_learning_rate(learning_rate)
         if weight_decay is not None:
             weight_decay = hp.check_hyperparameter("weight_decay", weight_decay, low=0.0)
+        if self.fixed_weight_decay_mode is not None:
+            fixed, why = self.fixed_weight_decay_mode
+            if weight_decay_mode is not None:
+                raise ValueError(
+                    f"`weight_decay_mode` is not an argument of {type(self).__name__}, got "
+                    f"weight_decay_mode={weight_decay_mode!r}; {why}"
+                )
+            weight_decay_mode = fixed
+        elif weight_decay_mode is None:
+            weight_decay_mode = "decoupled"
         hp.check_choice("weight_decay_mode", weight_decay_mode, WEIGHT_DECAY_MODES)
         if not isinstance(skip_nonfinite, bool):
             raise TypeError(f"`skip_nonfinite` must be a bool, got {skip_nonfinite!r}")
@@ -143,7 +156,8 @@ class MomentumOptimizer(InstrumentationMixin, keras.optimizers.Optimizer):
     def get_config(self):
         config = super().get_config()
         config["weight_decay"] = hp.serialize(self.weight_decay)
-        config["weight_decay_mode"] = self.weight_decay_mode
+        if self.fixed_weight_decay_mode is None:
+            config["weight_decay_mode"] = self.weight_decay_mode
         config["skip_nonfinite"] = self.skip_nonfinite
         for name in self.scheduled_hyperparameters:
             config[name] = hp.serialize(getattr(self, name))

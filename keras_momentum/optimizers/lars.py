@@ -68,6 +68,7 @@ class LARS(MomentumOptimizer):
     """
 
     scheduled_hyperparameters = ("momentum", "weight_decay")
+    fixed_weight_decay_mode = ("coupled", "its weight decay is always coupled, inside the trust ratio")
 
     def __init__(
         self,
@@ -92,16 +93,9 @@ class LARS(MomentumOptimizer):
                 "`nesterov` requires a non-zero `momentum`, got nesterov=True, momentum=0.0"
             )
         patterns = _check_patterns(exclude_from_adaptation)
-        if "weight_decay_mode" in kwargs:
-            raise ValueError(
-                "`weight_decay_mode` is not an argument of LARS, got "
-                f"weight_decay_mode={kwargs['weight_decay_mode']!r}; LARS's weight decay is "
-                "always coupled, inside the trust ratio"
-            )
         super().__init__(
             learning_rate=learning_rate,
             weight_decay=weight_decay,
-            weight_decay_mode="coupled",
             **kwargs,
         )
         self.momentum = momentum
@@ -161,7 +155,6 @@ class LARS(MomentumOptimizer):
 
     def get_config(self):
         config = super().get_config()
-        del config["weight_decay_mode"]
         config.update(
             {
                 "trust_coefficient": self.trust_coefficient,

@@ -77,6 +77,8 @@ class ScheduleFreeSGD(MomentumOptimizer):
         NeurIPS 2024 (arXiv:2405.15682).
     """
 
+    fixed_weight_decay_mode = ("coupled", "its weight decay is always added to the gradient")
+
     def __init__(
         self,
         learning_rate=1.0,
@@ -92,16 +94,9 @@ class ScheduleFreeSGD(MomentumOptimizer):
             raise ValueError(f"`warmup_steps` must be an integer >= 0, got {warmup_steps!r}")
         r = hp.check_number("r", r, low=0.0)
         weight_lr_power = hp.check_number("weight_lr_power", weight_lr_power, low=0.0)
-        if "weight_decay_mode" in kwargs:
-            raise ValueError(
-                "`weight_decay_mode` is not an argument of ScheduleFreeSGD, got "
-                f"weight_decay_mode={kwargs['weight_decay_mode']!r}; its weight decay is "
-                "always added to the gradient"
-            )
         super().__init__(
             learning_rate=learning_rate,
             weight_decay=weight_decay,
-            weight_decay_mode="coupled",
             **kwargs,
         )
         self.momentum = momentum
@@ -198,7 +193,6 @@ class ScheduleFreeSGD(MomentumOptimizer):
 
     def get_config(self):
         config = super().get_config()
-        del config["weight_decay_mode"]
         config.update(
             {
                 "momentum": self.momentum,
