@@ -16,6 +16,7 @@ from _diagnostics import (
 
 from keras_momentum import optimizers
 from keras_momentum.callbacks import GradientNormLogger, LearningRateLogger
+from keras_momentum.optimizers._statistics import RECORD_SLOTS
 
 pytestmark = pytest.mark.tensorflow
 
@@ -97,14 +98,26 @@ def test_gradient_accumulation_logs_real_updates_only(tmp_path):
         assert events["momentum"][step] == pytest.approx(0.5 + 0.05 * (step - 1), rel=1e-6)
 
 
-def test_steps_per_execution_logs_the_last_update_of_each_execution(tmp_path):
+def test_steps_per_execution_logs_every_update_inside_an_execution(tmp_path):
     model = compiled_model(optimizers.SGD(0.0), steps_per_execution=3)
     x, y = data(6)
-    grads = batch_gradients(model, x, y, (2, 5))
+    grads = batch_gradients(model, x, y, range(6))
     fit(model, x, y, [GradientNormLogger(tmp_path)])
     logged = read_events(tmp_path)["gradient_norm/global"]
-    assert sorted(logged) == [3, 6]
-    assert [logged[3], logged[6]] == pytest.approx([norm(g) for g in grads], rel=1e-5)
+    assert sorted(logged) == [1, 2, 3, 4, 5, 6]
+    assert [logged[s] for s in range(1, 7)] == pytest.approx([norm(g) for g in grads], rel=1e-5)
+
+
+def test_an_execution_longer_than_the_ring_keeps_its_latest_records(tmp_path):
+    slots = RECORD_SLOTS
+    updates = 2 * slots + 6
+    model = compiled_model(optimizers.SGD(InverseTime()), steps_per_execution=updates)
+    x, y = data(updates)
+    fit(model, x, y, [LearningRateLogger(tmp_path, update_freq=2)])
+    logged = read_events(tmp_path)["learning_rate"]
+    # 67 even updates record; the ring keeps the latest `slots` of them.
+    assert sorted(logged) == list(range(updates - 2 * slots + 2, updates + 1, 2))
+    assert logged[updates] == pytest.approx(0.1 / updates, rel=1e-6)
 
 
 def test_steps_start_at_one_and_continue_in_a_later_fit(tmp_path):
@@ -185,3 +198,51 @@ def test_lookahead_and_loss_scale_wrappers_are_looked_through(tmp_path):
     logged = read_events(tmp_path)["gradient_norm/global"]
     assert sorted(logged) == [1, 2, 3]
     assert [logged[s] for s in (1, 2, 3)] == pytest.approx([norm(g) for g in expected], rel=2e-2)
+
+
+class WeightTrace(keras.callbacks.Callback):
+    """The model's weights (float64) before the first batch and after every batch."""
+
+    def on_train_begin(self, logs=None):
+        self.weights = [[np.asarray(w, np.float64) for w in self.model.get_weights()]]
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.weights.append([np.asarray(w, np.float64) for w in self.model.get_weights()])
+
+
+UPDATE_RATIO_CASES = {
+    # Δθ known from the gradient, the velocity (scale 1 or η), or a copy of the weights.
+    "plain": lambda: optimizers.SGD(0.3),
+    "plain_coupled_decay": lambda: optimizers.SGD(
+        0.3, weight_decay=0.1, weight_decay_mode="coupled"
+    ),
+    "keras_momentum": lambda: optimizers.SGD(InverseTime(), momentum=0.9),
+    "pytorch_momentum": lambda: optimizers.SGD(0.3, momentum=0.9, formulation="pytorch"),
+    "pytorch_dampening": lambda: optimizers.SGD(
+        0.3, momentum=0.9, dampening=0.5, formulation="pytorch", weight_decay=0.1,
+        weight_decay_mode="coupled",
+    ),
+    "generic_kernels": lambda: optimizers.SGD(0.3, momentum=0.9, fused=False),
+    "nesterov": lambda: optimizers.SGD(0.3, momentum=0.9, nesterov=True),
+    "decoupled_decay": lambda: optimizers.SGD(
+        0.3, momentum=0.9, weight_decay=0.1, weight_decay_mode="decoupled"
+    ),
+    "clipped": lambda: optimizers.SGD(0.3, global_clipnorm=0.01),
+    "qhm": lambda: optimizers.QHM(0.3, momentum=0.9, nu=0.7),
+    "adamw": lambda: optimizers.instrument(keras.optimizers.AdamW(0.01, weight_decay=0.1)),
+}
+
+
+@pytest.mark.parametrize("case", UPDATE_RATIO_CASES)
+def test_update_ratio_is_the_weight_change_of_each_update(tmp_path, case):
+    model = compiled_model(UPDATE_RATIO_CASES[case]())
+    x, y = data(4)
+    trace = WeightTrace()
+    fit(model, x, y, [trace, GradientNormLogger(tmp_path, per_layer=False)])
+    logged = read_events(tmp_path)["update_ratio/global"]
+    assert sorted(logged) == [1, 2, 3, 4]
+    for step in (1, 2, 3, 4):
+        before, after = trace.weights[step - 1], trace.weights[step]
+        moved = norm([a - b for a, b in zip(after, before)])
+        assert moved > 0
+        assert logged[step] == pytest.approx(moved / norm(before), rel=1e-4), step

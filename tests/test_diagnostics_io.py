@@ -37,19 +37,37 @@ def test_unwritable_log_dir_warns_and_training_completes(tmp_path):
     assert int(model.optimizer.iterations) == 4
 
 
+class Fail(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 2:
+            raise RuntimeError("boom")
+
+
+class Slow(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        time.sleep(0.15)
+
+
 @pytest.mark.tensorflow
 def test_records_reach_disk_within_flush_secs_when_training_fails(tmp_path):
-    class Fail(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if batch == 2:
-                raise RuntimeError("boom")
-
+    # Batches slower than flush_secs / 2: each record is read and flushed within flush_secs.
     model = compiled_model(optimizers.SGD(0.1))
     logger = LearningRateLogger(tmp_path, flush_secs=0.2)
     with pytest.raises(RuntimeError, match="boom"):
-        fit(model, *data(4), [logger, Fail()])  # Keras skips on_train_end
-    time.sleep(1.0)
+        fit(model, *data(4), [Slow(), logger, Fail()])  # Keras skips on_train_end
+    time.sleep(0.5)
     assert sorted(read_events(tmp_path)["learning_rate"]) == [1, 2, 3]
+
+
+@pytest.mark.tensorflow
+def test_records_left_by_a_failed_fit_are_written_by_the_next(tmp_path):
+    model = compiled_model(optimizers.SGD(0.1))
+    logger = LearningRateLogger(tmp_path)
+    x, y = data(4)
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(model, x, y, [logger, Fail()])
+    fit(model, x, y, [logger])
+    assert sorted(read_events(tmp_path)["learning_rate"]) == list(range(1, 8))
 
 
 @pytest.mark.parametrize(

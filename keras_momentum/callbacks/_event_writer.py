@@ -6,17 +6,22 @@ the same records TensorFlow does (TFRecord framing with masked CRC32C, `Event` p
 `tensorboard`'s own protos and record writer, on every backend, so the logs of a run look
 the same whichever backend produced them.
 
-Writes go to a buffered file in the caller's thread (a few hundred bytes per logged step, no
-system call until the buffer fills); a daemon thread flushes it every `flush_secs`, so a
-killed process loses at most the last `flush_secs` of records. Writers still open at
+Scalars, written once per logged step, take a fast path: the `Event` bytes are put together
+from pieces serialised once per tag (protobuf fields may come in any order) and framed with
+the C CRC32C of `google-crc32c`, about 10 µs per step instead of about 150 µs for protobuf
+messages and `tensorboard`'s pure-Python CRC. Writes go to a buffered file in the caller's
+thread (no system call until the buffer fills); a daemon thread flushes it every
+`flush_secs`, so a killed process loses at most the last `flush_secs` of what was written. Writers still open at
 interpreter exit are closed by an `atexit` hook, and a writer that is garbage-collected
 closes itself.
 """
 
 import atexit
 import itertools
+import math
 import os
 import socket
+import struct
 import threading
 import time
 import weakref
@@ -25,8 +30,12 @@ import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
-from tensorboard.summary.writer.record_writer import RecordWriter
 from tensorboard.util import tensor_util
+
+try:
+    from google_crc32c import value as _crc32c
+except ImportError:  # pragma: no cover (a dependency; the pure-Python CRC is slow but right)
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import crc32c as _crc32c
 
 _OPEN_WRITERS = weakref.WeakSet()
 _FILE_NUMBERS = itertools.count()
@@ -62,12 +71,13 @@ class EventWriter:
         else:
             os.makedirs(directory, exist_ok=True)
             stream = open(self.path, "wb")  # noqa: SIM115 (closed by `close`)
-        self._records = RecordWriter(stream)
+        self._stream = stream
         self._lock = threading.Lock()
         self._closed = False
         self._dirty = False
         self._error = None
         self._described_tags = set()
+        self._scalar_prefixes = {}  # tag -> bytes of its `Summary.Value` up to the float
         self._stop = threading.Event()
         self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
         self.flush()
@@ -84,21 +94,33 @@ class EventWriter:
         """Writes a float32 scalar for the Scalars dashboard."""
         self.scalars({tag: value}, step)
 
-    def scalars(self, values, step):
-        """Writes `{tag: value}` float32 scalars of one step as a single event."""
+    def scalars(self, values, step, wall_time=None):
+        """Writes `{tag: value}` float32 scalars of one step as a single event.
+
+        `wall_time` (seconds since the epoch) defaults to now.
+        """
         if not values:
             return
-        event = event_pb2.Event(wall_time=time.time(), step=int(step))
+        pieces = []
         for tag, value in values.items():
-            # A rank-0 float32 TensorProto, built directly: make_tensor_proto costs ~30 µs.
-            entry = event.summary.value.add(tag=tag, tensor=_scalar_tensor(value))
-            # TensorBoard takes a series' metadata from its first record in the run.
-            if tag not in self._described_tags:
-                metadata = scalar_metadata.create_summary_metadata(display_name=None, description=None)
-                metadata.data_class = summary_pb2.DATA_CLASS_SCALAR
-                entry.metadata.CopyFrom(metadata)
-                self._described_tags.add(tag)
-        self._write(event)
+            prefix = self._scalar_prefixes.get(tag)
+            if prefix is None:
+                prefix = self._scalar_prefixes[tag] = _scalar_value_prefix(tag)
+                # TensorBoard takes a series' metadata from its first record in the run.
+                if tag not in self._described_tags:
+                    self._described_tags.add(tag)
+                    pieces.append(_scalar_value_prefix(tag, metadata=True))
+                    pieces.append(_pack_float(value))
+                    continue
+            pieces.append(prefix)
+            pieces.append(_pack_float(value))
+        summary = b"".join(pieces)
+        event = b"".join((
+            _WALL_TIME_KEY, _pack_double(time.time() if wall_time is None else wall_time),
+            _STEP_KEY, _varint(int(step) & 0xFFFFFFFFFFFFFFFF),
+            _SUMMARY_KEY, _varint(len(summary)), summary,
+        ))
+        self._write_bytes(event)
 
     def start_session(self, step):
         """Marks a (re)start at `step`, once per process and run directory.
@@ -146,9 +168,14 @@ class EventWriter:
         self._write(event)
 
     def _write(self, event):
+        self._write_bytes(event.SerializeToString())
+
+    def _write_bytes(self, data):
+        header = _LENGTH.pack(len(data))
+        record = b"".join((header, _CRC.pack(_masked_crc(header)), data, _CRC.pack(_masked_crc(data))))
         with self._lock:
             self._check()
-            self._records.write(event.SerializeToString())
+            self._stream.write(record)
             self._dirty = True
 
     # ------------------------------------------------------------ lifecycle
@@ -165,7 +192,7 @@ class EventWriter:
                 return
             self._closed = True
             self._stop.set()
-            self._records.close()
+            self._stream.close()
 
     @property
     def closed(self):
@@ -182,7 +209,7 @@ class EventWriter:
     def _flush_locked(self):
         if "://" not in self.path and not os.path.exists(self.path):
             raise OSError(f"the event file {self.path!r} was removed")
-        self._records.flush()
+        self._stream.flush()
         self._dirty = False
 
     def _check(self):
@@ -198,13 +225,60 @@ class EventWriter:
             pass
 
 
-_SCALAR_SHAPE = tensor_shape_pb2.TensorShapeProto()
+# Protobuf wire format: a field's key is (number << 3) | wire type (0 varint, 1 64-bit,
+# 2 length-delimited, 5 32-bit). Event: wall_time = 1 (double), step = 2 (int64),
+# summary = 5; Summary: value = 1; Summary.Value: tag = 1, tensor = 8, metadata = 9.
+_WALL_TIME_KEY, _STEP_KEY, _SUMMARY_KEY = b"\x09", b"\x10", b"\x2a"
+_VALUE_KEY, _TENSOR_KEY = b"\x0a", b"\x42"
+_LENGTH, _CRC = struct.Struct("<Q"), struct.Struct("<I")
+_pack_double = struct.Struct("<d").pack
+_pack_float_struct = struct.Struct("<f").pack
+# A rank-0 DT_FLOAT TensorProto ends with its one `float_val` (packed, 4 bytes): everything
+# before those 4 bytes is the same for every scalar.
+_SCALAR_TENSOR = tensor_pb2.TensorProto(
+    dtype=types_pb2.DT_FLOAT,
+    tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+    float_val=[0.0],
+).SerializeToString()
+_SCALAR_TENSOR_PREFIX = _SCALAR_TENSOR[:-4]
 
 
-def _scalar_tensor(value):
-    return tensor_pb2.TensorProto(
-        dtype=types_pb2.DT_FLOAT, tensor_shape=_SCALAR_SHAPE, float_val=[float(np.float32(value))]
-    )
+def _varint(number):
+    out = bytearray()
+    while number > 0x7F:
+        out.append((number & 0x7F) | 0x80)
+        number >>= 7
+    out.append(number)
+    return bytes(out)
+
+
+def _pack_float(value):
+    value = float(value)
+    try:
+        return _pack_float_struct(value)
+    except OverflowError:  # finite float64 beyond float32's range, as numpy rounds it
+        return _pack_float_struct(math.copysign(math.inf, value))
+
+
+def _scalar_value_prefix(tag, metadata=False):
+    """`Summary.Value` bytes of a scalar `tag`, framed in `Summary`, less the final float.
+
+    The value's length is fixed (the float takes 4 bytes), so the frame is known before
+    the value.
+    """
+    fields = summary_pb2.Summary.Value(tag=tag).SerializeToString()
+    if metadata:
+        description = scalar_metadata.create_summary_metadata(display_name=None, description=None)
+        description.data_class = summary_pb2.DATA_CLASS_SCALAR
+        fields += summary_pb2.Summary.Value(metadata=description).SerializeToString()
+    fields += _TENSOR_KEY + _varint(len(_SCALAR_TENSOR)) + _SCALAR_TENSOR_PREFIX
+    return _VALUE_KEY + _varint(len(fields) + 4) + fields
+
+
+def _masked_crc(data):
+    # TFRecord's masked CRC32C: rotated right by 15 bits plus a constant.
+    crc = _crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 def _flush_periodically(writer_ref, stop, interval):

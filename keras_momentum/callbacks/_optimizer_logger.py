@@ -5,11 +5,15 @@ A logger finds the optimizer that makes the updates (the innermost one under
 carries `InstrumentationMixin`, switches on the statistics it needs and makes the model retrace
 its train function so the step records them.
 The optimizer records statistics on updates whose number is a multiple of `update_freq`
-(and computes nothing on the others, where the backend allows). After each batch the
-logger decides on the host, without touching the device, whether such an update may have
-happened; only then does it read the latest record (one transfer, shared by all loggers
-of the optimizer) and write the record's values, at the record's update number, to
-`<log_dir>/train` in one event.
+(and computes nothing on the others, where the backend allows), each record into the next
+row of a ring of `RECORD_SLOTS` rows on the device. The host does not touch the device
+after each batch: it counts the updates itself, and reads the whole ring in one transfer
+(shared by all loggers of the optimizer) once half the ring is new, once
+`flush_secs / 2` have passed since the last read, when a histogram is due, and at the
+end of each epoch and of training. It then writes every new record, at the record's
+update number, to `<log_dir>/train`, one event per update. Records made on the device but
+not yet read are written at the start of the next `fit` if a run stops on an exception,
+and at interpreter exit.
 
 Only the chief writes (`is_chief`: worker 0 under `MultiWorkerMirroredStrategy`). Each
 process writes a `SessionLog.START` at the first update it will log in a run directory,
@@ -17,14 +21,21 @@ so that after a restart TensorBoard drops the records the crashed process made o
 updates being replayed.
 """
 
+import atexit
+import bisect
 import numbers
 import os
+import threading
+import time
 import warnings
+import weakref
 
 import keras
+import numpy as np
 
 from keras_momentum.callbacks._chief import is_chief
 from keras_momentum.callbacks._event_writer import EventWriter
+from keras_momentum.optimizers._statistics import RECORD_SLOTS
 from keras_momentum.optimizers.instrumentation import InstrumentationMixin
 
 RUN = "train"  # keras.callbacks.TensorBoard's run directory for training summaries
@@ -59,10 +70,12 @@ class OptimizerLogger(keras.callbacks.Callback):
     """Base class of `LearningRateLogger` and `GradientNormLogger`.
 
     Subclasses define `_statistics_kinds()` (kinds recorded every `update_freq` updates),
-    optionally `_extra_statistics()` (`{kind: every}`) and `_write_statistics(writer,
-    statistics, step)`, where `statistics` is `read_statistics()`'s dict and `step` the
-    update it describes.
+    `_columns(names)` (the record columns they write) and optionally
+    `_extra_statistics()` (`{kind: every}`) and `_write_histograms(writer, histograms)`.
     """
+
+    # Batch hooks only count on the host; Keras may run them in a worker thread.
+    async_safe = True
 
     def __init__(self, log_dir, update_freq=1, flush_secs=10.0):
         super().__init__()
@@ -80,7 +93,10 @@ class OptimizerLogger(keras.callbacks.Callback):
         self._optimizer = None
         self._writer = None
         self._variable_positions = None
-        self._last_step = None
+        self._last_step = 0
+        self._raw_count = 0
+        self._lock = threading.RLock()
+        _LIVE_LOGGERS.add(self)
 
     def _statistics_kinds(self):
         raise NotImplementedError
@@ -91,8 +107,12 @@ class OptimizerLogger(keras.callbacks.Callback):
     def _wants_histograms(self, step):
         return False
 
-    def _write_statistics(self, writer, statistics, step):
+    def _columns(self, names):
+        """The record columns (among `names`) this logger writes, as scalar tags."""
         raise NotImplementedError
+
+    def _write_histograms(self, writer, histograms):
+        return
 
     # ------------------------------------------------------------ set-up
     def set_model(self, model):
@@ -109,42 +129,65 @@ class OptimizerLogger(keras.callbacks.Callback):
         self._optimizer = optimizer
 
     def on_train_begin(self, logs=None):
-        self._close_writer()
-        self._variable_positions = None
-        # Host-side estimate of the optimizer's raw step counter (micro-batches under
-        # gradient accumulation); corrected from the device when a read finds no new record.
-        self._accumulation = self._optimizer.gradient_accumulation_steps or 1
-        self._raw_count = self._read_raw_count(self._state_values())
-        self._predicted = self._raw_count // self._accumulation
-        self._batch_begin = 0
-        if not is_chief(self._model):
-            return
-        self._writer = self._open_writer(os.path.join(self.log_dir, RUN))
-        if self._writer is not None:
-            self._guard(lambda: self._writer.start_session(self._predicted + 1))
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self._batch_begin = batch
-        # Loggers of one optimizer share the read after this batch, not an older one.
-        self._optimizer.clear_statistics_cache()
+        with self._lock:
+            if self._writer is not None:
+                # The previous `fit` stopped on an exception: write what it recorded.
+                self._read_and_write()
+            self._close_writer()
+            self._variable_positions = None
+            # Host-side count of the optimizer's raw step counter (micro-batches under
+            # gradient accumulation), corrected from the device at each read.
+            self._accumulation = self._optimizer.gradient_accumulation_steps or 1
+            self._record_every = self._optimizer.record_every or self.update_freq
+            self._raw_count = 0
+            self._sync_count(self._state_values())
+            self._raw_at_epoch = self._raw_count
+            # Records of the updates done so far are written or belong to another run.
+            self._last_step = self._predicted
+            self._times = []  # (updates done, wall time) after each batch since the last read
+            if not is_chief(self._model):
+                return
+            self._writer = self._open_writer(os.path.join(self.log_dir, RUN))
+            if self._writer is not None:
+                self._guard(lambda: self._writer.start_session(self._predicted + 1))
 
     def on_train_batch_end(self, batch, logs=None):
         if self._writer is None:
             return
-        # With `steps_per_execution > 1` one call covers several batches.
-        self._raw_count += batch - self._batch_begin + 1
-        predicted = self._raw_count // self._accumulation
-        crossed = predicted // self.update_freq > self._predicted // self.update_freq
-        self._predicted = predicted
-        if crossed:
-            self._log()
+        with self._lock:
+            # `batch` is the epoch's index of the call's last batch (one call covers
+            # `steps_per_execution` batches); calls may arrive out of order.
+            self._raw_count = max(self._raw_count, self._raw_at_epoch + batch + 1)
+            predicted = self._raw_count // self._accumulation
+            if predicted == self._predicted:
+                return
+            self._predicted = predicted
+            now = time.time()
+            self._times.append((predicted, now))
+            pending = predicted // self._record_every - self._read_at // self._record_every
+            if (
+                pending >= RECORD_SLOTS // 2
+                or (pending and now - self._read_time >= self.flush_secs / 2)
+                or self._wants_histograms(predicted)
+            ):
+                self._read_and_write()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        with self._lock:
+            self._raw_at_epoch = self._raw_count
 
     def on_epoch_end(self, epoch, logs=None):
         if self._writer is not None:
-            self._guard(self._writer.flush)
+            with self._lock:
+                self._read_and_write()
+                if self._writer is not None:
+                    self._guard(self._writer.flush)
 
     def on_train_end(self, logs=None):
-        self._close_writer()
+        with self._lock:
+            if self._writer is not None:
+                self._read_and_write()
+            self._close_writer()
 
     def __del__(self):
         try:
@@ -153,22 +196,41 @@ class OptimizerLogger(keras.callbacks.Callback):
             pass
 
     # ------------------------------------------------------------ reading
-    def _log(self):
+    def _read_and_write(self):
+        """Writes the records made since the last read; resynchronises the host's count."""
         values = self._state_values()
-        statistics = self._optimizer.read_statistics(
+        records = self._optimizer.read_records(
             values,
             histograms=self._wants_histograms(self._predicted),
-            cache_key=id(self._model),
+            # Loggers of one optimizer reading after the same batch share one transfer.
+            cache_key=(id(self._model), self._raw_count),
         )
-        step = statistics["step"]
-        if step == 0 or step == self._last_step:
-            # No new record: updates were skipped (non-finite gradients), so the host's
-            # count ran ahead of the optimizer's; take the optimizer's.
-            self._raw_count = self._read_raw_count(values)
-            self._predicted = self._raw_count // self._accumulation
-            return
-        self._guard(lambda: self._write_statistics(self._writer, statistics, step))
-        self._last_step = step
+        self._sync_count(values)
+        steps = records["steps"]
+        fresh = np.flatnonzero((steps > self._last_step) & (steps % self.update_freq == 0))
+        if len(fresh):
+            columns = self._columns(records["columns"])
+            times = self._times
+            marks = [mark for mark, _ in times]
+            for i in fresh:
+                step = int(steps[i])
+                at = bisect.bisect_left(marks, step)
+                wall_time = times[at][1] if at < len(times) else None
+                values_of_step = {tag: column[i] for tag, column in columns.items()}
+                if not self._guard(lambda: self._writer.scalars(values_of_step, step, wall_time)):
+                    return
+            self._last_step = int(steps[fresh[-1]])
+        if records["histograms"] is not None:
+            self._guard(lambda: self._write_histograms(self._writer, records["histograms"]))
+        self._times = []
+
+    def _sync_count(self, values):
+        # Updates skipped for non-finite gradients leave the device's count behind the
+        # host's; the host's count only schedules reads, so it keeps the larger one.
+        self._raw_count = max(self._raw_count, self._read_raw_count(values))
+        self._predicted = self._raw_count // self._accumulation
+        self._read_at = self._predicted
+        self._read_time = time.time()
 
     def _state_values(self):
         """Optimizer-variable values by path when the trainer holds them (JAX), else None.
@@ -201,17 +263,22 @@ class OptimizerLogger(keras.callbacks.Callback):
     # ------------------------------------------------------------ writing
     def _open_writer(self, directory):
         try:
-            return EventWriter(directory, self.flush_secs)
+            # Reads happen at least every flush_secs / 2, and so do flushes: a record
+            # reaches the disk at most flush_secs after its update.
+            return EventWriter(directory, self.flush_secs / 2)
         except OSError as error:
             self._fail(f"cannot write to {directory!r}: {error}")
             return None
 
     def _guard(self, write):
+        """Runs `write()`; True unless it failed, which closes the writer with a warning."""
         try:
             write()
         except OSError as error:
             self._fail(f"writing to {self.log_dir!r} failed: {error}")
             self._close_writer()
+            return False
+        return True
 
     def _fail(self, message):
         warnings.warn(
@@ -227,6 +294,22 @@ class OptimizerLogger(keras.callbacks.Callback):
                 writer.close()
             except OSError as error:
                 self._fail(f"closing the event file failed: {error}")
+
+
+_LIVE_LOGGERS = weakref.WeakSet()
+
+
+@atexit.register
+def _write_pending_records():
+    # A run that ended on an uncaught exception still has records on the device.
+    for logger in list(_LIVE_LOGGERS):
+        try:
+            with logger._lock:
+                if logger._writer is not None:
+                    logger._read_and_write()
+                    logger._close_writer()
+        except Exception:  # noqa: BLE001, S110 (best effort while the interpreter exits)
+            pass
 
 
 def _check_positive_int(name, value):

@@ -91,22 +91,22 @@ class GradientNormLogger(OptimizerLogger):
         super().on_train_begin(logs)
         self._last_histogram_step = self._predicted
 
-    def _write_statistics(self, writer, statistics, step):
-        scalars = {name: statistics[name] for name in GLOBAL_SCALARS if name in statistics}
+    def _columns(self, columns):
+        out = {name: columns[name] for name in GLOBAL_SCALARS if name in columns}
         if self.per_layer:
-            scalars.update(
-                (name, value) for name, value in statistics.items()
+            out.update(
+                (name, column) for name, column in columns.items()
                 if name.startswith("gradient_norm/") and name not in GLOBAL_SCALARS
             )
-        writer.scalars(scalars, step)
-        freq = self.histogram_freq
-        if "histograms" in statistics and step // freq > self._last_histogram_step // freq:
-            # Recorded at the latest multiple of `histogram_freq`.
-            recorded = step // freq * freq
-            for path, (value_range, counts) in statistics["histograms"].items():
-                buckets = histogram_buckets(value_range, counts)
-                writer.histogram(HISTOGRAM_PREFIX + path, buckets, recorded)
-            self._last_histogram_step = step
+        return out
+
+    def _write_histograms(self, writer, histograms):
+        step, rows = histograms
+        if step <= self._last_histogram_step:
+            return
+        for path, (value_range, counts) in rows.items():
+            writer.histogram(HISTOGRAM_PREFIX + path, histogram_buckets(value_range, counts), step)
+        self._last_histogram_step = step
 
 
 def histogram_buckets(value_range, counts):

@@ -63,8 +63,8 @@ class LearningRateLogger(OptimizerLogger):
     def _statistics_kinds(self):
         return ("hyperparameters",)
 
-    def _write_statistics(self, writer, statistics, step):
-        writer.scalars({n: statistics[n] for n in HYPERPARAMETERS if n in statistics}, step)
+    def _columns(self, columns):
+        return {name: columns[name] for name in HYPERPARAMETERS if name in columns}
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)

@@ -1,13 +1,16 @@
 """In-graph computation of the per-update statistics, and their storage layout.
 
-One float32 vector holds a record: the update number it belongs to (split in two float32
-parts, exact up to 2**44 updates), the scalars of `SCALARS` (NaN where not recorded) and
-one gradient norm per trainable variable. A host
-reads it in one transfer. Histograms live in a second array, `(variables, 2 + BINS)`:
-low edge, high edge, then the counts of `BINS` equal buckets.
+A record is one float32 row: the update number it belongs to (split in two float32 parts,
+exact up to 2**44 updates), the scalars of `SCALARS` (NaN where not recorded) and one
+gradient norm per trainable variable. Records go round a ring of `RECORD_SLOTS` rows, the
+k-th record (counting the updates that record, every `every`-th) into row k mod
+`RECORD_SLOTS`, so a host can read many records in one transfer, long after they were
+made. Histograms live in a second array, `(variables, 2 + BINS)`: low edge, high edge,
+then the counts of `BINS` equal buckets, of the latest update that recorded them.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_momentum.optimizers._dense import is_indexed_slices
@@ -28,10 +31,12 @@ SCALARS = (
     "gradient_norm/global_clipped",
     "update_ratio/global",
     "velocity_norm/global",
+    "nonfinite_steps",
 )
 HEADER = ("step_high", "step_low")
 STEP_SPLIT = 2**20
 HISTOGRAM_BINS = 30
+RECORD_SLOTS = 64
 
 
 def record_size(variable_count):
@@ -41,10 +46,15 @@ def record_size(variable_count):
 def when(condition, compute, single_replica):
     """Assigns `compute()`'s `(variable, value)` pairs only when `condition` holds.
 
-    Where a conditional branch may hold assignments (TensorFlow on one replica, PyTorch)
-    the computation itself is skipped on other steps; on JAX (whose `lax.cond` cannot
-    assign) and across replicas it runs every step and the old value is kept.
+    `condition` None means always. Where a conditional branch may hold assignments
+    (TensorFlow on one replica, PyTorch) the computation itself is skipped on other steps;
+    on JAX (whose `lax.cond` cannot assign) and across replicas it runs every step and the
+    old value is kept.
     """
+    if condition is None:
+        for variable, value in compute():
+            variable.assign(value)
+        return
     backend = keras.backend.backend()
     if backend == "torch" or (backend == "tensorflow" and single_replica):
         def assign():
@@ -68,12 +78,75 @@ def decode_step(record):
     return int(record[0]) * STEP_SPLIT + int(record[1])
 
 
+def decode_steps(records):
+    """The update number of each row of a `(rows, record size)` array, as int64."""
+    records = np.asarray(records)
+    return records[:, 0].astype(np.int64) * STEP_SPLIT + records[:, 1].astype(np.int64)
+
+
+def computed(condition, compute, zeros, single_replica):
+    """`compute()` (a list of tensors) where `condition` holds, else `zeros()`.
+
+    `condition` None means always. The computation is skipped on other steps where the
+    backend has a conditional (TensorFlow on one replica, PyTorch), and runs every step
+    otherwise (its value is then only used on the steps that record).
+    """
+    if condition is None:
+        return compute()
+    backend = keras.backend.backend()
+    if backend == "torch" or (backend == "tensorflow" and single_replica):
+        return ops.cond(condition, compute, zeros)
+    return compute()
+
+
+def record_condition(step, every):
+    """Whether update `step` records (a boolean tensor), or None when every update does."""
+    if every == 1:
+        return None
+    return ops.equal(ops.mod(step, every), 0)
+
+
+def ring_row(ring, step, every, row):
+    """`ring` with `row` in the slot of the record of update `step`."""
+    slot = ops.mod(ops.floor_divide(ops.cast(step, "int32"), every), ring.shape[0])
+    return ops.scatter_update(ring.value, ops.reshape(slot, (1, 1)), ops.expand_dims(row, 0))
+
+
 def global_norm(tensors):
-    return ops.sqrt(ops.sum(ops.stack([sum_of_squares(t) for t in tensors])))
+    return ops.sqrt(ops.sum(square_norms(tensors)))
+
+
+def square_norms(tensors):
+    """The float32 vector of `Σ x²` over each tensor's entries: one reduction per tensor.
+
+    TensorFlow's `l2_loss` squares and sums in one pass without a temporary the size of
+    the tensor (`square` then `sum` writes and reads one); under JAX, XLA fuses the two.
+    """
+    values = [_values(t) for t in tensors]
+    values = [v.value if isinstance(v, keras.Variable) else v for v in values]
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf  # noqa: PLC0415 (TensorFlow backend only)
+
+        # l2_loss is Σx²/2; one multiplication for all of them.
+        return 2.0 * tf.stack([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in values])
+    if backend == "torch":
+        import torch  # noqa: PLC0415 (PyTorch backend only)
+
+        norms = [torch.linalg.vector_norm(v, dtype=torch.float32) for v in values]
+        return torch.square(torch.stack(norms))
+    return ops.stack([ops.sum(ops.square(ops.cast(v, "float32"))) for v in values])
 
 
 def sum_of_squares(tensor):
-    return ops.sum(ops.square(ops.cast(_values(tensor), "float32")))
+    return square_norms([tensor])[0]
+
+
+def gathered_sum(vector, rows):
+    """`Σ vector[rows]`, with no gather when `rows` is all of `vector` in order."""
+    if list(rows) == list(range(vector.shape[0])):
+        return ops.sum(vector)
+    return ops.sum(ops.take(vector, ops.array(rows, "int32")))
 
 
 def histogram(gradient):

@@ -23,6 +23,7 @@ What it adds:
   optimizer that is not built yet (build it on the model's trainable variables first).
 """
 
+import contextlib
 import math
 import threading
 
@@ -59,10 +60,11 @@ class InstrumentationMixin:
             return
         super().build(variables)
         self._statistics_record = self._statistics_variable(
-            "record", (st.record_size(len(variables)),)
+            "records", (st.RECORD_SLOTS, st.record_size(len(variables)))
         )
+        # Row 0 holds the update number the histograms below it belong to.
         self._statistics_histograms = self._statistics_variable(
-            "histograms", (len(variables), 2 + HISTOGRAM_BINS)
+            "histograms", (1 + len(variables), 2 + HISTOGRAM_BINS)
         )
 
     def _statistics_variable(self, name, shape):
@@ -138,13 +140,24 @@ class InstrumentationMixin:
         """Makes the next `read_statistics(..., cache_key=...)` transfer again."""
         self._statistics_cache = (None, None)
 
-    def read_statistics(self, values=None, histograms=False, cache_key=None):
-        """Host copies of the latest recorded statistics, by name, in one transfer.
+    @property
+    def record_every(self):
+        """Updates between two records: the gcd of the enabled kinds' `every` (histograms
+        aside), or None when no kind is recorded in records."""
+        every = [n for kind, n in self._statistics.items() if kind != "histograms"]
+        return math.gcd(*every) if every else None
 
-        `"step"` is the update the record belongs to (0 before any), `"nonfinite_steps"`
-        (optimizers with `skip_nonfinite=True`) the updates skipped so far. With
-        `histograms=True`, `"histograms"` maps variable paths to `(range, counts)` as
-        of the latest update whose number is a multiple of the histograms' `every`.
+    def read_records(self, values=None, histograms=False, cache_key=None):
+        """Host copies of the records still in the ring, oldest first, in one transfer.
+
+        Returns a dict: `"steps"`, the int64 array of the updates the records belong to
+        (increasing; at most `RECORD_SLOTS` records, the latest ones); `"columns"`,
+        `{name: float array}` aligned with `steps` for each recorded scalar (`SCALARS`
+        names, `"nonfinite_steps"` for optimizers with `skip_nonfinite=True`, and
+        `"gradient_norm/<variable path>"` when per-variable norms are recorded); with
+        `histograms=True`, `"histograms"`: `(step, {variable path: (range, counts)})` of
+        the latest update that recorded histograms, or None before any.
+
         `values` optionally maps optimizer variables' paths to current values, for
         backends (JAX) whose training loop holds state outside the variables. Callers
         passing the same `cache_key` (several callbacks after one batch) share one read
@@ -152,7 +165,10 @@ class InstrumentationMixin:
         """
         key = (cache_key, histograms)
         if cache_key is not None and self._statistics_cache[0] == key:
-            return dict(self._statistics_cache[1])
+            return self._statistics_cache[1]
+        out = {"steps": np.zeros((0,), np.int64), "columns": {}, "histograms": None}
+        if not self.built:
+            return out
 
         def read(variable):
             if values is not None and variable.path in values:
@@ -161,24 +177,53 @@ class InstrumentationMixin:
             # its strategy's scope.
             return np.asarray(keras.ops.convert_to_numpy(variable))
 
-        if not self.built:
-            return {"step": 0}
-        record = read(self._statistics_record)
-        out = {"step": st.decode_step(record)}
-        if getattr(self, "skip_nonfinite", False):
-            out["nonfinite_steps"] = int(read(self.nonfinite_steps))
-        scalars = record[len(st.HEADER):len(st.HEADER) + len(SCALARS)]
+        records = read(self._statistics_record)
+        steps = st.decode_steps(records)
+        order = np.argsort(steps, kind="stable")
+        order = order[steps[order] > 0]
+        records, out["steps"] = records[order], steps[order]
         wanted = self._recorded_scalar_names()
-        out.update({name: float(v) for name, v in zip(SCALARS, scalars) if name in wanted})
-        paths = self._statistics_paths()
+        first = len(st.HEADER)
+        columns = {
+            name: records[:, first + i] for i, name in enumerate(SCALARS) if name in wanted
+        }
         if "per_variable_norms" in self._statistics:
-            norms = record[len(st.HEADER) + len(SCALARS):]
-            out.update({f"gradient_norm/{p}": float(n) for p, n in zip(paths, norms)})
+            first += len(SCALARS)
+            for i, path in enumerate(self._statistics_paths()):
+                columns[f"gradient_norm/{path}"] = records[:, first + i]
+        out["columns"] = columns
         if histograms and "histograms" in self._statistics:
             rows = read(self._statistics_histograms)
-            out["histograms"] = {p: (row[:2], row[2:]) for p, row in zip(paths, rows)}
+            step = st.decode_step(rows[0])
+            if step > 0:
+                paths = self._statistics_paths()
+                out["histograms"] = (
+                    step, {p: (row[:2], row[2:]) for p, row in zip(paths, rows[1:])}
+                )
         self._statistics_cache = (key, out)
-        return dict(out)
+        return out
+
+    def read_statistics(self, values=None, histograms=False, cache_key=None):
+        """The latest record as `{name: value}`, with its update number as `"step"`.
+
+        `"step"` is 0 before any record. Names and arguments are those of
+        `read_records`; `"histograms"` (with `histograms=True`) maps variable paths to
+        `(range, counts)` of the latest update that recorded them, and
+        `"nonfinite_steps"` (optimizers with `skip_nonfinite=True`) is the number of
+        updates skipped so far, recorded or not.
+        """
+        records = self.read_records(values, histograms=histograms, cache_key=cache_key)
+        out = {"step": int(records["steps"][-1]) if len(records["steps"]) else 0}
+        if out["step"]:
+            out.update({name: float(col[-1]) for name, col in records["columns"].items()})
+        if getattr(self, "skip_nonfinite", False):
+            counter = self.nonfinite_steps
+            if values is not None and counter.path in values:
+                counter = values[counter.path]
+            out["nonfinite_steps"] = int(keras.ops.convert_to_numpy(counter))
+        if records["histograms"] is not None:
+            out["histograms"] = records["histograms"][1]
+        return out
 
     def _statistics_paths(self):
         if getattr(self, "_paths", None) is None:
@@ -196,6 +241,8 @@ class InstrumentationMixin:
             names.add("update_ratio/global")
         if "velocity_norm" in self._statistics and self._velocity_variables():
             names.add("velocity_norm/global")
+        if getattr(self, "skip_nonfinite", False):
+            names.add("nonfinite_steps")
         return names
 
     # Hooks that optimizers override -----------------------------------------
@@ -222,40 +269,81 @@ class InstrumentationMixin:
     def _velocity_variables(self):
         return [v for v in getattr(self, "momentums", []) if v is not None]
 
+    def _update_source(self, variable, gradient):
+        """What this update's `Δθ` of `variable` is a multiple of, known without a copy.
+
+        A velocity variable (`Δθ = c·v` after the update), `"gradient"` (`Δθ = c·g`, the
+        clipped gradient the update received), or None: unknown, so `update_ratio` keeps
+        a copy of the weights to subtract. `_update_scale` gives `c`, one for all variables.
+        """
+        return None
+
+    def _update_scale(self, hyperparameters):
+        return 1.0
+
     # Keras optimizer hooks ----------------------------------------------------
     def _backend_apply_gradients(self, grads, trainable_variables):
         if self._statistics:
             scratch = self._step_scratch
+            scratch.variables = list(trainable_variables)
             scratch.indices = [self._get_variable_index(v) for v in trainable_variables]
-            if "update_ratio" in self._statistics:
-                scratch.before = self._snapshot(trainable_variables)
         super()._backend_apply_gradients(grads, trainable_variables)
-
-    def _snapshot(self, variables):
-        """Copies of the weights before an update that records `update_ratio`, else zeros.
-
-        Holding a copy makes TensorFlow's in-place update kernels copy the weights, a cost
-        worth paying only on the updates that are recorded.
-        """
-        every = self._statistics["update_ratio"]
-        if every == 1:
-            return [ops.copy(v) for v in variables]
-        recorded = ops.equal(ops.mod(ops.add(self.iterations, 1), every), 0)
-        return ops.cond(
-            recorded,
-            lambda: [ops.copy(v) for v in variables],
-            lambda: [ops.zeros(v.shape, v.dtype) for v in variables],
-        )
 
     def _clip_gradients(self, grads):
         clipped = super()._clip_gradients(grads)
         if self._statistics:
-            self._step_scratch.grads, self._step_scratch.clipped = grads, clipped
+            scratch = self._step_scratch
+            scratch.grads, scratch.clipped = grads, clipped
+            if "update_ratio" in self._statistics:
+                self._before_update(scratch, clipped)
         return clipped
+
+    def _before_update(self, scratch, clipped):
+        """`‖θ‖²` of each variable, and copies of those whose `Δθ` is not otherwise known.
+
+        Computed on the updates that record only (where the backend allows a
+        conditional); copies make TensorFlow's in-place update kernels copy the weights.
+        """
+        variables = scratch.variables
+        scratch.sources = [self._update_source(v, g) for v, g in zip(variables, clipped)]
+        copied = [i for i, source in enumerate(scratch.sources) if source is None]
+
+        def compute():
+            return [st.square_norms(variables), *[ops.copy(variables[i]) for i in copied]]
+
+        def zeros():
+            return [
+                ops.zeros((len(variables),), "float32"),
+                *[ops.zeros(variables[i].shape, variables[i].dtype) for i in copied],
+            ]
+
+        step = ops.add(self.iterations, 1)
+        condition = st.record_condition(step, self.record_every)
+        before = st.computed(condition, compute, zeros, st.replica_count() == 1)
+        scratch.weight_squares = before[0]
+        scratch.copies = dict(zip(copied, before[1:]))
+
+    def _after_weight_norms(self):
+        """On TensorFlow, orders what follows after the `‖θ‖²` reductions.
+
+        The update kernels then find the weights referenced by nobody else and update
+        them in place; without the order they may copy them first.
+        """
+        squares = getattr(self._step_scratch, "weight_squares", None)
+        if squares is None or keras.backend.backend() != "tensorflow":
+            return contextlib.nullcontext()
+        import tensorflow as tf  # noqa: PLC0415 (TensorFlow backend only)
+
+        return tf.control_dependencies([squares])
+
+    def _apply_weight_decay(self, variables):
+        with self._after_weight_norms():
+            super()._apply_weight_decay(variables)
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         hyperparameters = self._step_hyperparameters(learning_rate)
-        super()._backend_update_step(grads, trainable_variables, hyperparameters)
+        with self._after_weight_norms():
+            super()._backend_update_step(grads, trainable_variables, hyperparameters)
         if self._statistics:
             self._record(trainable_variables, hyperparameters)
         self._step_scratch = threading.local()
@@ -265,53 +353,116 @@ class InstrumentationMixin:
         step = ops.add(self.iterations, 1)
         single_replica = st.replica_count() == 1
         scratch = self._step_scratch
-        record_every = [n for kind, n in self._statistics.items() if kind != "histograms"]
-        if record_every:
+        every = self.record_every
+        if every:
             def record():
                 row = self._record_row(step, scratch, trainable_variables, hyperparameters)
-                return [(self._statistics_record, row)]
+                ring = self._statistics_record
+                return [(ring, st.ring_row(ring, step, every, row))]
 
-            every = math.gcd(*record_every)
-            st.when(ops.equal(ops.mod(step, every), 0), record, single_replica)
+            st.when(st.record_condition(step, every), record, single_replica)
         if "histograms" in self._statistics:
             def rows():
                 grads = st.sum_over_replicas(scratch.grads)
                 histograms = ops.stack([st.histogram(g) for g in grads])
-                shape = self._statistics_histograms.shape
+                shape = (self._statistics_histograms.shape[0] - 1,
+                         self._statistics_histograms.shape[1])
                 rows = st.scatter_rows(scratch.indices, histograms, shape)
-                return [(self._statistics_histograms, rows)]
+                header = ops.pad(ops.stack(st.step_header(step)), [[0, shape[1] - 2]])
+                return [(self._statistics_histograms,
+                         ops.concatenate([ops.expand_dims(header, 0), rows]))]
 
-            every = self._statistics["histograms"]
-            st.when(ops.equal(ops.mod(step, every), 0), rows, single_replica)
+            condition = st.record_condition(step, self._statistics["histograms"])
+            st.when(condition, rows, single_replica)
 
     def _record_row(self, step, scratch, trainable_variables, hyperparameters):
+        """The record of this update, in few operations (each costs dispatch time).
+
+        Norms are kept squared until one square root over the vector of
+        `gradient_norm/global`, `global_clipped`, `update_ratio/global` and
+        `velocity_norm/global`, and one over the per-variable norms.
+        """
         kinds = self._statistics
-        scalars = {}
+        nan = ops.convert_to_tensor(float("nan"), "float32")
+        plain = dict.fromkeys(("learning_rate", "momentum", "weight_decay"), nan)
+        squared = dict.fromkeys(SCALARS[3:7], nan)
         if "hyperparameters" in kinds:
-            scalars.update(self._hyperparameter_values(hyperparameters))
+            for name, value in self._hyperparameter_values(hyperparameters).items():
+                if name in plain:
+                    plain[name] = ops.cast(value, "float32")
         squares = None
         if kinds.keys() & {"gradient_norms", "per_variable_norms"}:
-            grads = st.sum_over_replicas(scratch.grads)
-            squares = ops.stack([st.sum_of_squares(g) for g in grads])
-            scalars["gradient_norm/global"] = ops.sqrt(ops.sum(squares))
+            squares = st.square_norms(st.sum_over_replicas(scratch.grads))
+            squared["gradient_norm/global"] = ops.sum(squares)
+        clipped_squares = []
+
+        def clipped():
+            if not clipped_squares:
+                if scratch.clipped is scratch.grads and squares is not None:
+                    clipped_squares.append(squares)
+                else:
+                    grads = st.sum_over_replicas(scratch.clipped)
+                    clipped_squares.append(st.square_norms(grads))
+            return clipped_squares[0]
+
+        if "gradient_norms" in kinds:
             if scratch.clipped is scratch.grads:
-                scalars["gradient_norm/global_clipped"] = scalars["gradient_norm/global"]
+                squared["gradient_norm/global_clipped"] = squared["gradient_norm/global"]
             else:
-                clipped = st.sum_over_replicas(scratch.clipped)
-                scalars["gradient_norm/global_clipped"] = st.global_norm(clipped)
-        if "update_ratio" in kinds:
-            before = scratch.before
-            moved = st.global_norm([ops.subtract(v, b) for v, b in zip(trainable_variables, before)])
-            scalars["update_ratio/global"] = moved / ops.maximum(st.global_norm(before), 1e-12)
+                squared["gradient_norm/global_clipped"] = ops.sum(clipped())
         velocities = self._velocity_variables()
-        if "velocity_norm" in kinds and velocities:
-            scalars["velocity_norm/global"] = st.global_norm(velocities)
-        nan = ops.convert_to_tensor(float("nan"), "float32")
-        row = st.step_header(step)
-        row += [ops.cast(scalars[name], "float32") if name in scalars else nan for name in SCALARS]
+        velocity_squares = None
+        sources = getattr(scratch, "sources", ())
+        if velocities and ("velocity_norm" in kinds or any(
+            isinstance(s, keras.Variable) for s in sources
+        )):
+            velocity_squares = st.square_norms(velocities)
+            if "velocity_norm" in kinds:
+                squared["velocity_norm/global"] = ops.sum(velocity_squares)
+        if "update_ratio" in kinds:
+            moved = self._update_squares(
+                scratch, trainable_variables, hyperparameters, clipped, velocity_squares
+            )
+            weights = ops.maximum(ops.sum(scratch.weight_squares), 1e-24)
+            squared["update_ratio/global"] = ops.divide(moved, weights)
+        nonfinite = nan
+        if getattr(self, "skip_nonfinite", False):
+            nonfinite = ops.cast(self.nonfinite_steps, "float32")
+        parts = [
+            ops.stack([*st.step_header(step), *plain.values()]),
+            ops.sqrt(ops.stack(list(squared.values()))),
+            ops.expand_dims(nonfinite, 0),
+        ]
         count = len(self._trainable_variables)
         if "per_variable_norms" in kinds:
-            norms = st.scatter_rows(scratch.indices, ops.sqrt(squares), (count,))
+            parts.append(st.scatter_rows(scratch.indices, ops.sqrt(squares), (count,)))
         else:
-            norms = ops.zeros((count,), "float32")
-        return ops.concatenate([ops.stack(row), norms])
+            parts.append(ops.zeros((count,), "float32"))
+        return ops.concatenate(parts)
+
+    def _update_squares(self, scratch, variables, hyperparameters, clipped, velocity_squares):
+        """`‖Δθ‖²` summed over the variables this update changed."""
+        position = {id(v): i for i, v in enumerate(self._velocity_variables())}
+        copied, from_gradient, from_velocity = [], [], []
+        for i, (variable, source) in enumerate(zip(variables, scratch.sources)):
+            if source is None:
+                copied.append(ops.subtract(variable, scratch.copies[i]))
+            elif isinstance(source, str):
+                from_gradient.append(i)
+            else:
+                from_velocity.append(position[id(source)])
+        known = []
+        if from_gradient:
+            known.append(st.gathered_sum(clipped(), from_gradient))
+        if from_velocity:
+            known.append(st.gathered_sum(velocity_squares, from_velocity))
+        terms = []
+        if known:
+            total = known[0] if len(known) == 1 else ops.sum(ops.stack(known))
+            scale = self._update_scale(hyperparameters)
+            if not (isinstance(scale, float) and scale == 1.0):
+                total = ops.multiply(ops.square(ops.cast(scale, "float32")), total)
+            terms.append(total)
+        if copied:
+            terms.append(ops.sum(st.square_norms(copied)))
+        return terms[0] if len(terms) == 1 else ops.sum(ops.stack(terms))

@@ -149,6 +149,14 @@ class KillPoint(keras.callbacks.Callback):
             time.sleep(1)
 
 
+class Pace(keras.callbacks.Callback):
+    """Batches of at least flush_secs / 2: the loggers then read every record before the
+    next batch (they read at least that often), so the kill loses none of them."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        time.sleep(FLUSH_SECS / 2)
+
+
 class Restored(keras.callbacks.Callback):
     """Placed after BackupAndRestore: dumps the state it restored."""
 
@@ -174,6 +182,7 @@ def train(work, frequency, log_dir, extra):
             # Before BackupAndRestore: an epoch-end backup then holds the reduced rate.
             callbacks.ReduceLROnPlateau(monitor="signal", mode="min", factor=0.5, patience=0),
             keras.callbacks.BackupAndRestore(os.path.join(work, "backup"), save_freq=frequency),
+            Pace(),
             # After it: the loggers start counting from the restored update count.
             callbacks.LearningRateLogger(log_dir, flush_secs=FLUSH_SECS),
             callbacks.GradientNormLogger(log_dir, flush_secs=FLUSH_SECS),

@@ -1,0 +1,63 @@
+"""The event writer's hand-assembled scalar events, read back by independent readers.
+
+The framing CRC is compared with tensorboard's pure-Python CRC32C; events are parsed by
+tensorboard's `EventFileLoader` (which checks the framing) into its protobuf classes.
+"""
+
+import glob
+import math
+import struct
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+from tensorboard.util import tensor_util
+
+from keras_momentum.callbacks._event_writer import EventWriter, _masked_crc
+
+
+def events(directory):
+    (path,) = glob.glob(str(directory / "events.out.tfevents.*"))
+    return list(EventFileLoader(path).Load())
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 8, 100, 4097])
+def test_masked_crc_equals_tensorboards(size):
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    assert _masked_crc(data) == masked_crc32c(data)
+
+
+def test_scalars_round_trip_with_metadata_once_per_tag(tmp_path):
+    writer = EventWriter(tmp_path, flush_secs=10)
+    writer.scalars({"loss": 1.5, "gradient_norm/dense/kernel": -2.25}, step=1, wall_time=12.5)
+    writer.scalars({"loss": float("nan"), "big": 1e39, "small": 1e-50}, step=2**40)
+    writer.close()
+    version, second, third = events(tmp_path)
+    assert version.file_version == "brain.Event:2"
+    assert (second.step, second.wall_time) == (1, 12.5)
+    values = {v.tag: v for v in second.summary.value}
+    assert tensor_util.make_ndarray(values["loss"].tensor) == np.float32(1.5)
+    assert tensor_util.make_ndarray(values["gradient_norm/dense/kernel"].tensor) == -2.25
+    assert values["loss"].tensor.dtype == 1 and values["loss"].tensor.tensor_shape.dim == []
+    assert all(v.metadata.plugin_data.plugin_name == "scalars" for v in values.values())
+    values = {v.tag: v for v in third.summary.value}
+    assert third.step == 2**40
+    assert math.isnan(tensor_util.make_ndarray(values["loss"].tensor))
+    assert not values["loss"].HasField("metadata")  # described at its first record only
+    assert values["big"].metadata.plugin_data.plugin_name == "scalars"
+    assert tensor_util.make_ndarray(values["big"].tensor) == np.inf  # float32 overflow
+    assert tensor_util.make_ndarray(values["small"].tensor) == 0.0
+
+
+def test_a_corrupted_byte_is_detected(tmp_path):
+    writer = EventWriter(tmp_path, flush_secs=10)
+    writer.scalars({"loss": 1.5}, step=3)
+    writer.close()
+    (path,) = glob.glob(str(tmp_path / "events.out.tfevents.*"))
+    data = bytearray(open(path, "rb").read())
+    # The last record: its float is 8 bytes before the end (then the 4-byte data CRC).
+    assert struct.unpack("<f", bytes(data[-8:-4]))[0] == 1.5
+    data[-8] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+    assert len(list(EventFileLoader(path).Load())) < 3
