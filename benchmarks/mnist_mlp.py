@@ -24,7 +24,8 @@ from benchmarks.training import Progress, RunSpec, format_seconds, train_run
 DEFAULT_EPOCHS = 10
 QUICK_EPOCHS = 1
 QUICK_TRAIN_SIZE, QUICK_TEST_SIZE = 1024, 512
-OVERHEAD_STEPS, QUICK_OVERHEAD_STEPS = 200, 10
+OVERHEAD_STEPS, QUICK_OVERHEAD_STEPS = 100, 10
+OVERHEAD_INSTANCES, QUICK_OVERHEAD_INSTANCES = 3, 1
 
 
 def build_parser():
@@ -46,8 +47,10 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=0, help="first seed; repeats use seed+k")
     parser.add_argument("--target-accuracy", type=float, default=0.95,
                         help="test accuracy whose first epoch, step count and time are reported")
-    parser.add_argument("--overhead-rounds", type=int, default=3,
-                        help="interleaved rounds measuring the diagnostics' cost (0 skips it)")
+    parser.add_argument("--overhead-rounds", type=int, default=10,
+                        help="shuffled rounds measuring the diagnostics' cost (0 skips it)")
+    parser.add_argument("--overhead-optimizer", default="momentum",
+                        help="configuration whose diagnostics' cost is measured")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 epoch on "
                         f"{QUICK_TRAIN_SIZE}/{QUICK_TEST_SIZE} examples, {','.join(configs.QUICK_CONFIGS)}")
     parser.add_argument("--out", default=os.path.join("runs", "mnist_mlp"))
@@ -76,6 +79,9 @@ def parse_args(argv):
                                  ("overhead-rounds", args.overhead_rounds, 0)):
             if value < low:
                 raise ValueError(f"`--{flag}` must be at least {low}, got {value}")
+        if args.overhead_optimizer not in configs.CONFIGS:
+            raise ValueError(f"`--overhead-optimizer` must be among {', '.join(configs.CONFIGS)}, "
+                             f"got {args.overhead_optimizer!r}")
         if not 0.0 < args.target_accuracy <= 1.0:
             raise ValueError(f"`--target-accuracy` must be in (0, 1], got {args.target_accuracy}")
         dataset = data.load_dataset(args.dataset, args.data_dir)
@@ -131,8 +137,9 @@ def main(argv=None):
     if args.overhead_rounds:
         print("measuring diagnostics overhead ...", flush=True)
         results["overhead"] = measure_overhead(
-            args.configs[0], args.precisions[0], dataset, batch_size=args.batch_size,
+            args.overhead_optimizer, args.precisions[0], dataset, batch_size=args.batch_size,
             steps=QUICK_OVERHEAD_STEPS if args.quick else OVERHEAD_STEPS,
+            instances=QUICK_OVERHEAD_INSTANCES if args.quick else OVERHEAD_INSTANCES,
             rounds=args.overhead_rounds, log_dir=os.path.join(args.out, "overhead"),
             seed=args.seed,
         )

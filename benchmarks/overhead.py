@@ -1,82 +1,154 @@
 """What the diagnostics callbacks cost in training speed.
 
-Three copies of the same model and configuration, built from the same seed, train side by side
-in one process: one without diagnostics, one with LearningRateLogger and GradientNormLogger at
-update_freq=1, one at update_freq=100. After a warm-up epoch each (tracing and compiling), the
-three take turns for `rounds` rounds of `steps` steps, so drifts in machine load touch all of
-them alike; each variant's speed is the median over its rounds. Each round's clock starts after
-its first step, so per-fit() set-up (writers opening, a retrace) does not count.
+Identical models (same configuration and seed) train side by side in one process: without
+diagnostics, with LearningRateLogger and GradientNormLogger at update_freq=1, and at
+update_freq=100. Each variant has `instances` separately built copies, because on this kind of
+machine two identical models can differ by several percent for as long as they live (where
+their buffers landed in memory); a variant's speed is the median over all its copies and
+rounds, and the spread of the copies without diagnostics is reported as the noise floor.
+
+Two settings are measured, because Keras runs batch-end callbacks differently in them:
+
+* `alone`: the diagnostics are the only batch-level callbacks. They are `async_safe`, so Keras
+  hands batch ends to a worker thread and the training loop does not wait for them.
+* `beside_sync`: every model also has a batch-end callback that is not async-safe (as
+  `keras.callbacks.TensorBoard` is); Keras then calls all batch ends in the training loop and
+  waits for each batch's logs.
+
+After a warm-up round (tracing), every round runs each copy for `steps` steps, in an order
+shuffled per round, so drifts in machine load touch all variants alike. A fit is timed from
+`on_train_begin` to `on_train_end` by a callback with no batch hooks, so the callbacks' own
+set-up and final writes count, and the timing itself changes nothing in how Keras dispatches.
 """
 
 import os
+import random
 import statistics
+import time
 
 import keras
 import numpy as np
 
 from benchmarks import runtime
 from benchmarks.configs import CONFIGS
-from benchmarks.training import EpochClock, build_model, compile_model, diagnostics_callbacks
+from benchmarks.training import build_model, compile_model, diagnostics_callbacks
 from keras_momentum.optimizers import instrument
 
 UPDATE_FREQS = (1, 100)
+SETTINGS = ("alone", "beside_sync")
 
 
-def measure_overhead(config, precision, dataset, *, batch_size, steps, rounds, log_dir, seed):
+class FitClock(keras.callbacks.Callback):
+    """Seconds from `on_train_begin` to `on_train_end`; no batch hooks."""
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_end(self, logs=None):
+        self.seconds = time.perf_counter() - self.start
+
+
+class SyncBatchEnd(keras.callbacks.Callback):
+    """A batch-end callback Keras must call in the training loop (not `async_safe`)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        return
+
+
+def measure_overhead(config, precision, dataset, *, batch_size, steps, rounds, instances,
+                     log_dir, seed, progress=print):
     """Returns steps/s without and with diagnostics, and their ratios, for results.json."""
     keras.backend.clear_session()
     samples = steps * batch_size
     x = np.resize(dataset.x_train, (samples, dataset.x_train.shape[1]))
     y = np.resize(dataset.y_train, (samples,))
     variants = {"without": None, **{f"update_freq_{freq}": freq for freq in UPDATE_FREQS}}
-    models, callbacks = {}, {}
+    copies = []  # ((setting, variant), copy index, model, callbacks), built interleaved
     with runtime.dtype_policy(precision):
-        for name, freq in variants.items():
-            keras.utils.set_random_seed(seed)
-            optimizer = CONFIGS[config](steps, rounds + 1)
-            models[name] = build_model()
-            if freq is None:
-                compile_model(models[name], optimizer)
-                callbacks[name] = []
-            else:
-                compile_model(models[name], instrument(optimizer))
-                callbacks[name] = diagnostics_callbacks(os.path.join(log_dir, name), freq)
-        speeds = {name: [] for name in variants}
+        for index in range(instances):
+            for setting in SETTINGS:
+                for name, freq in variants.items():
+                    keras.utils.set_random_seed(seed)
+                    model = build_model()
+                    compile_model(model, instrument(CONFIGS[config](steps, rounds + 1)))
+                    callbacks = [] if freq is None else diagnostics_callbacks(
+                        os.path.join(log_dir, f"{setting}-{name}-{index}"), freq
+                    )
+                    if setting == "beside_sync":
+                        callbacks.append(SyncBatchEnd())
+                    copies.append(((setting, name), index, model, callbacks))
+        speeds = {(key, index): [] for key, index, _, _ in copies}
+        order = random.Random(seed)
         for round_index in range(rounds + 1):
-            for name, model in models.items():
-                clock = EpochClock()
+            shuffled = list(copies)
+            order.shuffle(shuffled)
+            for key, index, model, callbacks in shuffled:
+                clock = FitClock()
                 model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0,
-                          callbacks=[clock, *callbacks[name]])
+                          callbacks=[clock, *callbacks])
                 if round_index > 0:
-                    # From the end of the first step: a callback may make fit() retrace.
-                    seconds = clock.train_seconds[0] - clock.first_step_seconds[0]
-                    speeds[name].append((steps - 1) / seconds)
-    medians = {name: statistics.median(values) for name, values in speeds.items()}
-    return {
+                    speeds[(key, index)].append(steps / clock.seconds)
+            if progress is not None:
+                progress(f"  overhead round {round_index}/{rounds}"
+                         + (" (warm-up)" if round_index == 0 else ""))
+    result = {
         "config": config,
         "precision": precision,
         "steps_per_measurement": steps,
         "rounds": rounds,
-        "steps_per_second": medians,
-        "steps_per_second_all": speeds,
-        "ratio_with_to_without": {
-            name: medians[name] / medians["without"] for name in variants if name != "without"
+        "instances": instances,
+        "steps_per_second": {},
+        "ratio_with_to_without": {},
+        "copy_ratios": {},
+        "steps_per_second_all": {
+            f"{setting}-{name}-{index}": values
+            for ((setting, name), index), values in speeds.items()
         },
     }
+    for setting in SETTINGS:
+        pooled = {
+            name: [v for ((s, n), _), values in speeds.items() if (s, n) == (setting, name)
+                   for v in values]
+            for name in variants
+        }
+        medians = {name: statistics.median(values) for name, values in pooled.items()}
+        base = medians["without"]
+        result["steps_per_second"][setting] = medians
+        result["ratio_with_to_without"][setting] = {
+            name: medians[name] / base for name in variants if name != "without"
+        }
+        # Each copy's median over the pooled median without diagnostics; the spread of the
+        # "without" copies is what identical models differ by.
+        result["copy_ratios"][setting] = {
+            name: [statistics.median(speeds[((setting, name), i)]) / base
+                   for i in range(instances)]
+            for name in variants
+        }
+    return result
 
 
 def format_overhead(result):
     """Lines for stdout: each update_freq's speed as a ratio to the speed without diagnostics."""
-    base = result["steps_per_second"]["without"]
     lines = [
-        f"Diagnostics overhead ({result['config']}, {result['precision']}, median of "
-        f"{result['rounds']} x {result['steps_per_measurement']} steps, interleaved):",
-        f"  without diagnostics      {base:8.1f} steps/s",
+        f"Diagnostics overhead ({result['config']}, {result['precision']}, "
+        f"{result['instances']} copies x {result['rounds']} rounds x "
+        f"{result['steps_per_measurement']} steps, shuffled, median; ratio to without):",
     ]
-    for name, ratio in result["ratio_with_to_without"].items():
-        speed = result["steps_per_second"][name]
-        lines.append(
-            f"  with, {name.replace('update_freq_', 'update_freq='):<18} {speed:8.1f} steps/s"
-            f"  ratio {ratio:.3f}"
-        )
+    titles = {"alone": "diagnostics the only batch callbacks",
+              "beside_sync": "beside a synchronous batch callback"}
+    for setting in SETTINGS:
+        speeds = result["steps_per_second"][setting]
+        copies = result["copy_ratios"][setting]
+        lines.append(f"  {titles[setting]}:")
+        lines.append(f"    without diagnostics  {speeds['without']:8.1f} steps/s"
+                     f"               copies {_ratios(copies['without'])}")
+        for name, ratio in result["ratio_with_to_without"][setting].items():
+            lines.append(
+                f"    {name.replace('update_freq_', 'update_freq='):<20} {speeds[name]:8.1f} "
+                f"steps/s  ratio {ratio:.3f}  copies {_ratios(copies[name])}"
+            )
     return "\n".join(lines)
+
+
+def _ratios(values):
+    return "[" + ", ".join(f"{v:.3f}" for v in values) + "]"

@@ -54,6 +54,12 @@ def test_missing_data_says_how_to_get_it(tmp_path):
         data.load_dataset("cifar10")
 
 
+def test_unknown_overhead_optimizer_is_an_error(capsys):
+    with pytest.raises(SystemExit):
+        mnist_mlp.parse_args(["--overhead-optimizer", "nope"])
+    assert "`--overhead-optimizer` must be among" in capsys.readouterr().err
+
+
 def test_embedded_split_is_fixed_and_stratified():
     first, second = data.load_dataset("embedded"), data.load_dataset("embedded")
     np.testing.assert_array_equal(first.y_train, second.y_train)
@@ -88,7 +94,18 @@ def test_quick_run_writes_results_plots_and_logs(tmp_path):
     weights = 784 * 512 + 512 + 512 * 256 + 256 + 256 * 10 + 10
     assert slots["momentum"] - slots["sgd"] == 4 * weights
     overhead = results["overhead"]
-    assert set(overhead["ratio_with_to_without"]) == {"update_freq_1", "update_freq_100"}
-    assert all(speed > 0 for speed in overhead["steps_per_second"].values())
+    assert overhead["config"] == "momentum"
+    for setting in ("alone", "beside_sync"):
+        ratios = overhead["ratio_with_to_without"][setting]
+        assert set(ratios) == {"update_freq_1", "update_freq_100"}
+        speeds = overhead["steps_per_second"][setting]
+        assert all(speed > 0 for speed in speeds.values())
+        assert ratios["update_freq_1"] == speeds["update_freq_1"] / speeds["without"]
+        assert {name: len(r) for name, r in overhead["copy_ratios"][setting].items()} == {
+            "without": 1, "update_freq_1": 1, "update_freq_100": 1
+        }
+        # The overhead run wrote the diagnostics of its update_freq=1 copy.
+        run = tmp_path / "overhead" / f"{setting}-update_freq_1-0" / "train"
+        assert list(run.glob("events.out.*"))
     for name in ("curves.png", "time_to_accuracy.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -139,7 +139,6 @@ class OptimizerLogger(keras.callbacks.Callback):
             # gradient accumulation), corrected from the device at each read.
             self._accumulation = self._optimizer.gradient_accumulation_steps or 1
             self._record_every = self._optimizer.record_every or self.update_freq
-            self._raw_count = 0
             self._sync_count(self._state_values())
             self._raw_at_epoch = self._raw_count
             # Records of the updates done so far are written or belong to another run.
@@ -197,7 +196,7 @@ class OptimizerLogger(keras.callbacks.Callback):
 
     # ------------------------------------------------------------ reading
     def _read_and_write(self):
-        """Writes the records made since the last read; resynchronises the host's count."""
+        """Writes the records made since the last read."""
         values = self._state_values()
         records = self._optimizer.read_records(
             values,
@@ -205,7 +204,7 @@ class OptimizerLogger(keras.callbacks.Callback):
             # Loggers of one optimizer reading after the same batch share one transfer.
             cache_key=(id(self._model), self._raw_count),
         )
-        self._sync_count(values)
+        self._read_at, self._read_time = self._predicted, time.time()
         steps = records["steps"]
         fresh = np.flatnonzero((steps > self._last_step) & (steps % self.update_freq == 0))
         if len(fresh):
@@ -225,9 +224,9 @@ class OptimizerLogger(keras.callbacks.Callback):
         self._times = []
 
     def _sync_count(self, values):
-        # Updates skipped for non-finite gradients leave the device's count behind the
-        # host's; the host's count only schedules reads, so it keeps the larger one.
-        self._raw_count = max(self._raw_count, self._read_raw_count(values))
+        # Updates skipped for non-finite gradients later leave the device's count behind
+        # the host's; the host's count only schedules reads, which then come a little early.
+        self._raw_count = self._read_raw_count(values)
         self._predicted = self._raw_count // self._accumulation
         self._read_at = self._predicted
         self._read_time = time.time()
