@@ -274,7 +274,8 @@ class InstrumentationMixin:
 
         A velocity variable (`Δθ = c·v` after the update), `"gradient"` (`Δθ = c·g`, the
         clipped gradient the update received), or None: unknown, so `update_ratio` keeps
-        a copy of the weights to subtract. `_update_scale` gives `c`, one for all variables.
+        a copy of the weights to subtract. `_update_scale` gives `c` (signed), one for all
+        variables.
         """
         return None
 
@@ -303,10 +304,16 @@ class InstrumentationMixin:
 
         Computed on the updates that record only (where the backend allows a
         conditional); copies make TensorFlow's in-place update kernels copy the weights.
+        When every `Δθ` is known and not every update records, nothing happens here: the
+        record recovers `θ = θ' - Δθ` from the new weights instead, which saves this
+        conditional on the updates that do not record.
         """
         variables = scratch.variables
         scratch.sources = [self._update_source(v, g) for v, g in zip(variables, clipped)]
         copied = [i for i, source in enumerate(scratch.sources) if source is None]
+        if not copied and self.record_every != 1:
+            scratch.weight_squares = None
+            return
 
         def compute():
             return [st.square_norms(variables), *[ops.copy(variables[i]) for i in copied]]
@@ -423,7 +430,12 @@ class InstrumentationMixin:
             moved = self._update_squares(
                 scratch, trainable_variables, hyperparameters, clipped, velocity_squares
             )
-            weights = ops.maximum(ops.sum(scratch.weight_squares), 1e-24)
+            weight_squares = scratch.weight_squares
+            if weight_squares is None:
+                weight_squares = self._weight_squares_before(
+                    scratch, trainable_variables, hyperparameters
+                )
+            weights = ops.maximum(ops.sum(weight_squares), 1e-24)
             squared["update_ratio/global"] = ops.divide(moved, weights)
         nonfinite = nan
         if getattr(self, "skip_nonfinite", False):
@@ -439,6 +451,19 @@ class InstrumentationMixin:
         else:
             parts.append(ops.zeros((count,), "float32"))
         return ops.concatenate(parts)
+
+    def _weight_squares_before(self, scratch, variables, hyperparameters):
+        """`‖θ‖²` before this update, from the new weights and the known `Δθ = c·s`."""
+        scale = self._update_scale(hyperparameters)
+        grads = None
+        if any(isinstance(source, str) for source in scratch.sources):
+            grads = st.sum_over_replicas(scratch.clipped)  # what the update applied
+        before = []
+        for i, (variable, source) in enumerate(zip(variables, scratch.sources)):
+            source = grads[i] if isinstance(source, str) else source
+            step = ops.multiply(ops.cast(scale, variable.dtype), source)
+            before.append(ops.subtract(variable, step))
+        return st.square_norms(before)
 
     def _update_squares(self, scratch, variables, hyperparameters, clipped, velocity_squares):
         """`‖Δθ‖²` summed over the variables this update changed."""

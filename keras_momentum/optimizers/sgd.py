@@ -201,7 +201,7 @@ class SGD(MomentumOptimizer):
     def _update_scale(self, hyperparameters):
         if self.has_velocity and self.formulation == "keras":
             return 1.0
-        return hyperparameters["learning_rate"]
+        return ops.negative(hyperparameters["learning_rate"])
 
     def get_config(self):
         config = super().get_config()
