@@ -15,8 +15,8 @@ from keras_momentum.optimizers import ScheduleFreeSGD, instrument
 HIDDEN_UNITS = (512, 256)
 DROPOUT = 0.3
 EVAL_BATCH_SIZE = 1024
-# Diagnostics every 10th update: at every update they cost about a third of this small
-# model's step on 2 CPU cores (see RESULTS.md); every 10th costs a few percent.
+# Diagnostics every 10th update: at every update they cost about a tenth of this small
+# model's 4 ms step on 2 CPU cores (see RESULTS.md); every 10th costs a few percent.
 DIAGNOSTICS_UPDATE_FREQ = 10
 
 

@@ -40,20 +40,24 @@ class GradientNormLogger(OptimizerLogger):
     failure handling are as for `LearningRateLogger`: the step is the number of updates
     done, the first update is step 1, and records go to `<log_dir>/train`.
 
-    Cost: the statistics are computed inside the train step on every update once the
-    callback is attached (a few reductions per variable; histograms add one pass over every
-    gradient and are only computed when `histogram_freq > 0`, `update_ratio` keeps a copy of
-    the weights during the step). Python reads them from the device only on logged steps.
+    Cost: on the updates that are logged, the train step makes one pass over the
+    gradients, one over the velocities and one over the weights (`tf.nn.l2_loss` per
+    variable on TensorFlow); histograms add one pass over every gradient, only when
+    `histogram_freq > 0`. `update_ratio` needs `Δθ`: for this package's `SGD` without
+    Nesterov or decoupled weight decay it is a multiple of the velocity (or of the
+    gradient), otherwise the step keeps a copy of the weights to subtract. Python reads
+    the records in batches (see `LearningRateLogger`).
 
     Args:
         log_dir: directory of the TensorBoard logs, as given to `keras.callbacks.TensorBoard`.
         update_freq: int >= 1; log the updates whose number is a multiple of it. Defaults
             to 1.
         per_layer: bool, also log the norm of each variable's gradient. Defaults to True.
-        histogram_freq: int >= 0; write gradient histograms at updates that are multiples of
-            it (at the first logged update past each multiple when `update_freq` or
-            `steps_per_execution` skips it). 0, the default, writes none.
-        flush_secs: seconds between flushes of the event file. Defaults to 10.
+        histogram_freq: int >= 0; write gradient histograms of the updates whose number is
+            a multiple of it (the latest such update when one `steps_per_execution` call
+            covers several). 0, the default, writes none.
+        flush_secs: a record reaches the disk at most this many seconds after its update.
+            Defaults to 10.
 
     Example:
 

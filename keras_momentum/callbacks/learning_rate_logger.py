@@ -24,8 +24,14 @@ class LearningRateLogger(OptimizerLogger):
     of optimizer updates done, `optimizer.iterations` after the update: the first update
     is step 1, and a resumed run continues from the restored count. Under
     `gradient_accumulation_steps` only real updates are logged; with
-    `steps_per_execution > 1` the last update of an execution is logged (updates inside an
-    execution never reach Python).
+    `steps_per_execution > 1` every update of an execution is logged, as long as one
+    execution makes at most 64 records (`RECORD_SLOTS`); beyond that its latest 64 are.
+
+    Records wait on the device in a ring of 64 rows. The callback reads the ring in one
+    transfer when half of it is new, at least every `flush_secs / 2` seconds, when a
+    histogram is due and at the end of each epoch, so a batch costs Python a few
+    microseconds. Records of a `fit` that ended on an exception are written by the next
+    `fit` with this callback, or at interpreter exit.
 
     The optimizer must record statistics: any optimizer of `keras_momentum.optimizers`, or
     a Keras optimizer wrapped with `keras_momentum.optimizers.instrument(...)`. It may be
@@ -40,9 +46,9 @@ class LearningRateLogger(OptimizerLogger):
         log_dir: directory of the TensorBoard logs, as given to `keras.callbacks.TensorBoard`.
         update_freq: int >= 1; log the updates whose number is a multiple of it. Defaults
             to 1, every update.
-        flush_secs: seconds between flushes of the event file; a killed process loses at
-            most this much. The file is also flushed at each epoch's end and at the end of
-            training. Defaults to 10.
+        flush_secs: a record reaches the event file on disk at most this many seconds
+            after its update, so a killed process loses at most this much. The file is
+            also flushed at each epoch's end and at the end of training. Defaults to 10.
         log_hparams: write the optimizer's configuration (schedules included) once to the
             HParams dashboard, as a session in `log_dir` itself, whose `train` and
             `validation` runs hold its metrics. Defaults to False.
