@@ -112,10 +112,6 @@ def ring_row(ring, step, every, row):
     return ops.scatter_update(ring.value, ops.reshape(slot, (1, 1)), ops.expand_dims(row, 0))
 
 
-def global_norm(tensors):
-    return ops.sqrt(ops.sum(square_norms(tensors)))
-
-
 def square_norms(tensors):
     """The float32 vector of `Σ x²` over each tensor's entries: one reduction per tensor.
 
@@ -136,10 +132,6 @@ def square_norms(tensors):
         norms = [torch.linalg.vector_norm(v, dtype=torch.float32) for v in values]
         return torch.square(torch.stack(norms))
     return ops.stack([ops.sum(ops.square(ops.cast(v, "float32"))) for v in values])
-
-
-def sum_of_squares(tensor):
-    return square_norms([tensor])[0]
 
 
 def gathered_sum(vector, rows):
