@@ -75,7 +75,7 @@ def read(log_dir):
     return out
 
 
-def train(log_dir, optimizer, batches):
+def train(log_dir, optimizer, batches, callbacks=None):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     model.compile(optimizer=optimizer, loss="mse")
@@ -83,7 +83,8 @@ def train(log_dir, optimizer, batches):
     x = rng.normal(size=(batches * BATCH, 3)).astype("float32")
     y = rng.normal(size=(batches * BATCH, 2)).astype("float32")
     kernel, bias = (np.asarray(w, dtype=np.float64) for w in model.get_weights())
-    callbacks = [GradientNormLogger(log_dir), LearningRateLogger(log_dir)]
+    if callbacks is None:
+        callbacks = [GradientNormLogger(log_dir), LearningRateLogger(log_dir)]
     model.fit(x, y, batch_size=BATCH, shuffle=False, verbose=0, callbacks=callbacks)
     batch_data = [
         (x[i * BATCH:(i + 1) * BATCH].astype(np.float64), y[i * BATCH:(i + 1) * BATCH])
@@ -124,6 +125,30 @@ def main():
         expected_norm[str(step)] = norm([(a + b) / 2 for a, b in zip(first, second)])
     compare["accumulate/gradient_norm/global"] = [logged["gradient_norm/global"], expected_norm]
     compare["accumulate/momentum"] = [logged["momentum"], {"1": 0.9, "2": 0.9}]
+
+    # Sparse logging: the executions that record nothing run a statistics-free function.
+    optimizer = optimizers.instrument(keras.optimizers.SGD(InverseTime()))
+    sparse_dir = os.path.join(log_dir, "sparse")
+    model, kernel, bias, batch_data, logged = train(
+        sparse_dir, optimizer, 6,
+        [GradientNormLogger(sparse_dir, update_freq=3), LearningRateLogger(sparse_dir, update_freq=2)],
+    )
+    expected_norm, expected_rate = {}, {}
+    for step, (x, y) in enumerate(batch_data, start=1):
+        grad_kernel, grad_bias = gradients(kernel, bias, x, y)
+        if step % 3 == 0:
+            expected_norm[str(step)] = norm([grad_kernel, grad_bias])
+        if step % 2 == 0:
+            expected_rate[str(step)] = 0.1 / step
+        kernel = kernel - 0.1 / step * grad_kernel
+        bias = bias - 0.1 / step * grad_bias
+    compare["sparse/gradient_norm/global"] = [logged["gradient_norm/global"], expected_norm]
+    compare["sparse/learning_rate"] = [logged["learning_rate"], expected_rate]
+    switch = model.train_function
+    # Steps 1 and 5 record nothing; the ring then holds records of 2, 3, 4 and 6 only.
+    compare["sparse/statistics_free_executions"] = [
+        {"calls": getattr(switch, "plain_calls", None)}, {"calls": 2}
+    ]
 
     print(json.dumps({
         "backend": keras.backend.backend(),

@@ -34,6 +34,7 @@ import keras
 import numpy as np
 
 from keras_momentum.callbacks._chief import is_chief
+from keras_momentum.callbacks import _recording_switch
 from keras_momentum.callbacks._event_writer import EventWriter
 from keras_momentum.optimizers._statistics import RECORD_SLOTS
 from keras_momentum.optimizers.instrumentation import InstrumentationMixin
@@ -91,6 +92,7 @@ class OptimizerLogger(keras.callbacks.Callback):
             raise ValueError(f"`flush_secs` must be a number > 0, got {flush_secs!r}")
         self.flush_secs = float(flush_secs)
         self._optimizer = None
+        self._switch = None
         self._writer = None
         self._variable_positions = None
         self._last_step = 0
@@ -144,11 +146,20 @@ class OptimizerLogger(keras.callbacks.Callback):
             # Records of the updates done so far are written or belong to another run.
             self._last_step = self._predicted
             self._times = []  # (updates done, wall time) after each batch since the last read
+            # Every worker, chief or not, takes the same branch: the recording step may
+            # hold collective operations.
+            self._switch = _recording_switch.install(self._model, self._optimizer)
             if not is_chief(self._model):
                 return
             self._writer = self._open_writer(os.path.join(self.log_dir, RUN))
             if self._writer is not None:
                 self._guard(lambda: self._writer.start_session(self._predicted + 1))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._switch is not None:
+            # Keras calls this hook in the training loop, just before the execution; the
+            # micro-batches of earlier epochs were all counted when this epoch began.
+            self._switch.position = self._raw_at_epoch + batch
 
     def on_train_batch_end(self, batch, logs=None):
         if self._writer is None:

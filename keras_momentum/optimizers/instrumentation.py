@@ -41,6 +41,7 @@ class InstrumentationMixin:
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._statistics = {}  # kind -> record every n-th update
+        self._statistics_suspended = 0  # > 0 while a step is traced without statistics
         self._statistics_cache = (None, None)
         # Tensors handed from one hook of the step to the next; per thread because
         # MirroredStrategy traces each replica's step in its own thread.
@@ -126,6 +127,30 @@ class InstrumentationMixin:
         for kind in kinds:
             merged[kind] = math.gcd(merged.get(kind, every), every)
         self._statistics = merged
+
+    @contextlib.contextmanager
+    def statistics_suspended(self):
+        """Steps traced inside this context record nothing, whatever is enabled.
+
+        The loggers trace a second train function this way and call it, from the host, for
+        the executions in which no update records (see `records_any`), so those run the
+        same graph as an optimizer without statistics.
+        """
+        self._statistics_suspended += 1
+        try:
+            yield
+        finally:
+            self._statistics_suspended -= 1
+
+    def _records_statistics(self):
+        # Read while a step is traced: whether its graph holds statistics at all.
+        return bool(self._statistics) and not self._statistics_suspended
+
+    def records_any(self, first, last):
+        """Whether any update numbered `first` to `last` (inclusive) records a statistic."""
+        if last < first:
+            return False
+        return any(last // every > (first - 1) // every for every in set(self._statistics.values()))
 
     @property
     def enabled_statistics(self):
@@ -284,7 +309,7 @@ class InstrumentationMixin:
 
     # Keras optimizer hooks ----------------------------------------------------
     def _backend_apply_gradients(self, grads, trainable_variables):
-        if self._statistics:
+        if self._records_statistics():
             scratch = self._step_scratch
             scratch.variables = list(trainable_variables)
             scratch.indices = [self._get_variable_index(v) for v in trainable_variables]
@@ -292,7 +317,7 @@ class InstrumentationMixin:
 
     def _clip_gradients(self, grads):
         clipped = super()._clip_gradients(grads)
-        if self._statistics:
+        if self._records_statistics():
             scratch = self._step_scratch
             scratch.grads, scratch.clipped = grads, clipped
             if "update_ratio" in self._statistics:
@@ -351,7 +376,7 @@ class InstrumentationMixin:
         hyperparameters = self._step_hyperparameters(learning_rate)
         with self._after_weight_norms():
             super()._backend_update_step(grads, trainable_variables, hyperparameters)
-        if self._statistics:
+        if self._records_statistics():
             self._record(trainable_variables, hyperparameters)
         self._step_scratch = threading.local()
 

@@ -1,0 +1,143 @@
+"""The loggers run executions in which no update records on a statistics-free train function.
+
+Which executions record follows from the update numbers alone (closed form below); the
+logged values are checked against `tf.GradientTape` gradients, so a wrong choice of function
+(an update due to record that ran without statistics) shows up as a missing or wrong step.
+"""
+
+import keras
+import numpy as np
+import pytest
+from _diagnostics import batch_gradients, compiled_model, data, fit, norm, read_events
+
+from keras_momentum import optimizers
+from keras_momentum.callbacks import GradientNormLogger, LearningRateLogger
+from keras_momentum.callbacks._recording_switch import RecordingSwitch
+
+pytestmark = pytest.mark.tensorflow
+
+
+def recording_executions(micro_batches, steps_per_execution, accumulation, frequencies):
+    """How many executions hold an update whose number a frequency divides."""
+    count = 0
+    for start in range(0, micro_batches, steps_per_execution):
+        updates = [
+            m // accumulation
+            for m in range(start + 1, min(start + steps_per_execution, micro_batches) + 1)
+            if m % accumulation == 0
+        ]
+        count += any(u % f == 0 for u in updates for f in frequencies)
+    return count
+
+
+def test_only_executions_with_a_due_update_record(tmp_path):
+    model = compiled_model(optimizers.SGD(0.0), steps_per_execution=3)
+    x, y = data(12)
+    grads = batch_gradients(model, x, y, range(12))
+    fit(model, x, y, [GradientNormLogger(tmp_path, update_freq=4)])
+    switch = model.train_function
+    assert isinstance(switch, RecordingSwitch)
+    # Executions cover updates 1-3, 4-6, 7-9, 10-12: the first holds no multiple of 4.
+    assert (switch.recording_calls, switch.plain_calls) == (3, 1)
+    assert recording_executions(12, 3, 1, [4]) == 3
+    logged = read_events(tmp_path)["gradient_norm/global"]
+    assert sorted(logged) == [4, 8, 12]
+    assert [logged[s] for s in (4, 8, 12)] == pytest.approx(
+        [norm(grads[s - 1]) for s in (4, 8, 12)], rel=1e-5
+    )
+
+
+def test_gradient_accumulation_counts_micro_batches(tmp_path):
+    model = compiled_model(optimizers.SGD(0.0, momentum=0.9, gradient_accumulation_steps=2))
+    x, y = data(8)
+    grads = batch_gradients(model, x, y, range(8))
+    fit(model, x, y, [GradientNormLogger(tmp_path, update_freq=2)])
+    switch = model.train_function
+    # Updates 2 and 4 are made by micro-batches 4 and 8.
+    assert (switch.recording_calls, switch.plain_calls) == (2, 6)
+    assert recording_executions(8, 1, 2, [2]) == 2
+    logged = read_events(tmp_path)["gradient_norm/global"]
+    assert sorted(logged) == [2, 4]
+    for step in (2, 4):
+        mean = [(a + b) / 2 for a, b in zip(grads[2 * step - 2], grads[2 * step - 1])]
+        assert logged[step] == pytest.approx(norm(mean), rel=1e-5)
+
+
+def test_the_statistics_free_function_records_nothing(tmp_path):
+    optimizer = optimizers.SGD(0.1, momentum=0.9)
+    model = compiled_model(optimizer)
+    x, y = data(5)
+    fit(model, x, y, [GradientNormLogger(tmp_path, update_freq=100)])
+    switch = model.train_function
+    assert (switch.recording_calls, switch.plain_calls) == (0, 5)
+    assert len(optimizer.read_records()["steps"]) == 0
+    # Outside `fit` nobody announces the step: `train_on_batch` records (update 6 is not
+    # due, so the step's own conditional leaves the ring empty; update 100 would record).
+    model.train_on_batch(x[:8], y[:8])
+    assert switch.recording_calls == 1
+
+
+def test_histograms_and_scalars_of_different_frequencies(tmp_path):
+    model = compiled_model(optimizers.SGD(0.0))
+    x, y = data(6)
+    grads = batch_gradients(model, x, y, range(6))
+    fit(model, x, y, [GradientNormLogger(tmp_path, update_freq=5, histogram_freq=3)])
+    switch = model.train_function
+    assert (switch.recording_calls, switch.plain_calls) == (3, 3)  # updates 3, 5, 6
+    events = read_events(tmp_path)
+    assert sorted(events["gradient_norm/global"]) == [5]
+    assert events["gradient_norm/global"][5] == pytest.approx(norm(grads[4]), rel=1e-5)
+    kernel = model.trainable_variables[0].path
+    histograms = events[f"gradient_histogram/{kernel}"]
+    assert sorted(histograms) == [3, 6]
+    for step in (3, 6):
+        assert histograms[step][:, 2].sum() == grads[step - 1][0].size
+
+
+def test_loggers_of_two_frequencies_share_one_switch(tmp_path):
+    model = compiled_model(optimizers.SGD(0.0))
+    x, y = data(6)
+    fit(model, x, y, [LearningRateLogger(tmp_path, update_freq=2),
+                      GradientNormLogger(tmp_path, update_freq=3)])
+    switch = model.train_function
+    assert (switch.recording_calls, switch.plain_calls) == (4, 2)  # 2, 3, 4, 6
+    events = read_events(tmp_path)
+    assert sorted(events["learning_rate"]) == [2, 4, 6]
+    assert sorted(events["gradient_norm/global"]) == [3, 6]
+    # A second fit keeps the switch and its statistics-free function.
+    plain = switch.plain
+    fit(model, x, y, [LearningRateLogger(tmp_path, update_freq=2),
+                      GradientNormLogger(tmp_path, update_freq=3)], initial_epoch=1, epochs=2)
+    assert model.train_function is switch and switch.plain is plain
+    assert sorted(read_events(tmp_path)["learning_rate"]) == [2, 4, 6, 8, 10, 12]
+
+
+@pytest.mark.parametrize("case", ["skip_nonfinite", "loss_scale", "every_update"])
+def test_no_switch_where_the_host_cannot_count_or_every_update_records(tmp_path, case):
+    if case == "skip_nonfinite":
+        optimizer, freq = optimizers.SGD(0.0, skip_nonfinite=True), 2
+    elif case == "loss_scale":
+        optimizer, freq = keras.optimizers.LossScaleOptimizer(optimizers.SGD(0.0)), 2
+    else:
+        optimizer, freq = optimizers.SGD(0.0), 1
+    model = compiled_model(optimizer)
+    x, y = data(4)
+    grads = batch_gradients(model, x, y, range(4))
+    fit(model, x, y, [GradientNormLogger(tmp_path, update_freq=freq)])
+    assert not isinstance(model.train_function, RecordingSwitch)
+    logged = read_events(tmp_path)["gradient_norm/global"]
+    steps = list(range(freq, 5, freq))
+    assert sorted(logged) == steps
+    assert [logged[s] for s in steps] == pytest.approx([norm(grads[s - 1]) for s in steps], rel=1e-5)
+
+
+def test_records_any_matches_a_brute_force_count():
+    optimizer = optimizers.SGD(0.1)
+    optimizer.enable_statistics("gradient_norms", every=4)
+    optimizer.enable_statistics("histograms", every=6)
+    for first in range(1, 30):
+        for last in range(first - 1, 40):
+            expected = any(u % 4 == 0 or u % 6 == 0 for u in range(first, last + 1))
+            assert optimizer.records_any(first, last) == expected, (first, last)
+    assert not optimizers.SGD(0.1).records_any(1, 100)
+    assert np.all([optimizer.records_any(u, u) for u in (4, 6, 8, 12)])
