@@ -61,3 +61,31 @@ def test_a_corrupted_byte_is_detected(tmp_path):
     data[-8] ^= 0xFF
     open(path, "wb").write(bytes(data))
     assert len(list(EventFileLoader(path).Load())) < 3
+
+
+def test_scalar_series_writes_one_event_per_step(tmp_path):
+    writer = EventWriter(tmp_path, flush_secs=10)
+    steps = np.array([4, 8, 2**40])
+    columns = {
+        "learning_rate": np.array([0.1, 0.05, 0.025], np.float32),
+        "gradient_norm/global": np.array([3.5, np.nan, 1e39]),  # float64: 1e39 overflows
+    }
+    writer.scalar_series(columns, steps, wall_times=np.array([10.0, 11.0, 12.5]))
+    writer.scalar_series({"learning_rate": np.array([7.0])}, np.array([9]))  # wall time: now
+    writer.close()
+    _, *logged = events(tmp_path)
+    assert [e.step for e in logged] == [4, 8, 2**40, 9]
+    assert [e.wall_time for e in logged[:3]] == [10.0, 11.0, 12.5]
+    assert logged[3].wall_time > 1e9
+    for event, i in zip(logged[:3], range(3)):
+        values = {v.tag: v for v in event.summary.value}
+        assert set(values) == set(columns)
+        for tag, column in columns.items():
+            logged_value = tensor_util.make_ndarray(values[tag].tensor)
+            expected = np.float32(np.inf) if column[i] > 3.4e38 else np.float32(column[i])
+            np.testing.assert_array_equal(logged_value, expected)
+            # Metadata (the Scalars dashboard's plugin name) on a tag's first event only.
+            assert values[tag].HasField("metadata") == (i == 0)
+            if i == 0:
+                assert values[tag].metadata.plugin_data.plugin_name == "scalars"
+    assert tensor_util.make_ndarray(logged[3].summary.value[0].tensor) == 7.0

@@ -22,7 +22,6 @@ updates being replayed.
 """
 
 import atexit
-import bisect
 import numbers
 import os
 import threading
@@ -219,17 +218,15 @@ class OptimizerLogger(keras.callbacks.Callback):
         steps = records["steps"]
         fresh = np.flatnonzero((steps > self._last_step) & (steps % self.update_freq == 0))
         if len(fresh):
-            columns = self._columns(records["columns"])
-            times = self._times
-            marks = [mark for mark, _ in times]
-            for i in fresh:
-                step = int(steps[i])
-                at = bisect.bisect_left(marks, step)
-                wall_time = times[at][1] if at < len(times) else None
-                values_of_step = {tag: column[i] for tag, column in columns.items()}
-                if not self._guard(lambda: self._writer.scalars(values_of_step, step, wall_time)):
-                    return
-            self._last_step = int(steps[fresh[-1]])
+            columns = {tag: column[fresh] for tag, column in self._columns(records["columns"]).items()}
+            steps = steps[fresh]
+            # Each record's wall time: the end of the batch that made its update, where known.
+            marks = np.array([mark for mark, _ in self._times], dtype=np.int64)
+            ends = np.array([end for _, end in self._times] + [time.time()])
+            wall_times = ends[np.searchsorted(marks, steps, side="left")]
+            if not self._guard(lambda: self._writer.scalar_series(columns, steps, wall_times)):
+                return
+            self._last_step = int(steps[-1])
         if records["histograms"] is not None:
             self._guard(lambda: self._write_histograms(self._writer, records["histograms"]))
         self._times = []
