@@ -141,3 +141,28 @@ def test_records_any_matches_a_brute_force_count():
             assert optimizer.records_any(first, last) == expected, (first, last)
     assert not optimizers.SGD(0.1).records_any(1, 100)
     assert np.all([optimizer.records_any(u, u) for u in (4, 6, 8, 12)])
+
+
+def test_every_update_records_the_next_update_finishes_the_latest_record(tmp_path):
+    optimizer = optimizers.SGD(0.05, momentum=0.9)
+    model = compiled_model(optimizer)
+    x, y = data(4)
+    optimizer.enable_statistics("gradient_norms", "update_ratio", "velocity_norm")
+    grads = []
+    for batch in range(3):
+        xb, yb = x[8 * batch:8 * batch + 8], y[8 * batch:8 * batch + 8]
+        grads.append(batch_gradients(model, xb, yb, [0])[0])
+        model.train_on_batch(xb, yb)
+    velocity = np.sqrt(sum(np.sum(np.square(np.asarray(v, np.float64)))
+                           for v in optimizer.velocities))
+    # Update 3's record waits for update 4 in the graph; the host can finish it now.
+    assert list(optimizer.read_records(complete=False)["steps"]) == [1, 2]
+    on_host = optimizer.read_records(complete=True)
+    assert list(on_host["steps"]) == [1, 2, 3]
+    assert on_host["columns"]["gradient_norm/global"][-1] == pytest.approx(norm(grads[2]), rel=1e-5)
+    assert on_host["columns"]["velocity_norm/global"][-1] == pytest.approx(velocity, rel=1e-5)
+    model.train_on_batch(x[24:], y[24:])
+    in_graph = optimizer.read_records(complete=False)
+    assert list(in_graph["steps"]) == [1, 2, 3]
+    for name, column in on_host["columns"].items():
+        assert in_graph["columns"][name][-1] == pytest.approx(column[-1], rel=1e-6), name

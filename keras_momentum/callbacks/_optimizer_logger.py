@@ -174,12 +174,11 @@ class OptimizerLogger(keras.callbacks.Callback):
             now = time.time()
             self._times.append((predicted, now))
             pending = predicted // self._record_every - self._read_at // self._record_every
-            if (
-                pending >= RECORD_SLOTS // 2
-                or (pending and now - self._read_time >= self.flush_secs / 2)
-                or self._wants_histograms(predicted)
-            ):
-                self._read_and_write()
+            if pending and now - self._read_time >= self.flush_secs / 2:
+                # Also the latest update's record, which the next update would finish.
+                self._read_and_write(complete=True)
+            elif pending >= RECORD_SLOTS // 2 or self._wants_histograms(predicted):
+                self._read_and_write(complete=False)
 
     def on_epoch_begin(self, epoch, logs=None):
         with self._lock:
@@ -205,14 +204,19 @@ class OptimizerLogger(keras.callbacks.Callback):
             pass
 
     # ------------------------------------------------------------ reading
-    def _read_and_write(self):
-        """Writes the records made since the last read."""
+    def _read_and_write(self, complete=True):
+        """Writes the records made since the last read.
+
+        `complete=False` leaves out a latest record the next update will finish (see
+        `InstrumentationMixin.read_records`), which saves reading the velocities.
+        """
         values = self._state_values()
         records = self._optimizer.read_records(
             values,
             histograms=self._wants_histograms(self._predicted),
             # Loggers of one optimizer reading after the same batch share one transfer.
             cache_key=(id(self._model), self._raw_count),
+            complete=complete,
         )
         self._read_at, self._read_time = self._predicted, time.time()
         steps = records["steps"]

@@ -1,5 +1,11 @@
 """In-graph computation of the per-update statistics, and their storage layout.
 
+An update first leaves a raw record (`RAW`): its scalars with norms still squared, and the
+parts of `update_ratio` other than the velocities' norms. `finish` turns it into the
+record, given the squared norms of the velocities after the update; when every update
+records, that happens at the start of the next update (whose graph reads the velocities
+before changing them, off the end of the step), else right away.
+
 A record is one float32 row: the update number it belongs to (split in two float32 parts,
 exact up to 2**44 updates), the scalars of `SCALARS` (NaN where not recorded) and one
 gradient norm per trainable variable. Records go round a ring of `RECORD_SLOTS` rows, the
@@ -33,6 +39,17 @@ SCALARS = (
     "velocity_norm/global",
     "nonfinite_steps",
 )
+RAW = (
+    "learning_rate",
+    "momentum",
+    "weight_decay",
+    "gradient_squares",
+    "clipped_squares",
+    "moved_squares",  # ‖Δθ‖² of the variables whose Δθ is not a multiple of a velocity
+    "weight_squares",  # ‖θ‖² before the update
+    "velocity_scale_squared",  # c² where Δθ = c·v for the others
+    "nonfinite_steps",
+)
 HEADER = ("step_high", "step_low")
 STEP_SPLIT = 2**20
 HISTOGRAM_BINS = 30
@@ -41,6 +58,56 @@ RECORD_SLOTS = 64
 
 def record_size(variable_count):
     return len(HEADER) + len(SCALARS) + variable_count
+
+
+def raw_size(variable_count):
+    return len(HEADER) + len(RAW) + variable_count
+
+
+def finish(raw, velocity_squares, sources, velocity_norm):
+    """The record of a raw record, given `Σ v²` of each velocity after that update.
+
+    `sources` are the positions (in `velocity_squares`) of the velocities whose multiples
+    are the update's `Δθ`; `velocity_norm` says whether `velocity_norm/global` is recorded.
+    `velocity_squares` may be None when neither needs it.
+    """
+    h = len(HEADER)
+    moved = raw[h + 5]
+    if sources:
+        moved = ops.add(moved, ops.multiply(raw[h + 7], gathered_sum(velocity_squares, sources)))
+    ratio = ops.sqrt(ops.divide(moved, ops.maximum(raw[h + 6], 1e-24)))
+    if velocity_norm:
+        velocity = ops.sqrt(ops.sum(velocity_squares))
+    else:
+        velocity = ops.convert_to_tensor(float("nan"), "float32")
+    return ops.concatenate([
+        raw[:h + 3],
+        ops.sqrt(raw[h + 3:h + 5]),
+        ops.stack([ratio, velocity]),
+        raw[h + 8:h + 9],
+        ops.sqrt(raw[h + 9:]),
+    ])
+
+
+def finish_on_host(raw, velocity_squares, sources, velocity_norm):
+    """`finish` in NumPy, for the raw record of the latest update (float64, then float32)."""
+    h = len(HEADER)
+    raw = np.asarray(raw, dtype=np.float64)
+    moved = raw[h + 5]
+    if sources:
+        moved = moved + raw[h + 7] * np.sum(np.asarray(velocity_squares)[list(sources)])
+    ratio = np.sqrt(moved / np.maximum(raw[h + 6], 1e-24))
+    velocity = np.sqrt(np.sum(velocity_squares)) if velocity_norm else np.nan
+    return np.concatenate([
+        raw[:h + 3], np.sqrt(raw[h + 3:h + 5]), [ratio, velocity], raw[h + 8:h + 9],
+        np.sqrt(raw[h + 9:]),
+    ]).astype(np.float32)
+
+
+def header_step(row):
+    """The update number of a record or raw record (an int32 tensor)."""
+    high = ops.cast(row[0], "int32")
+    return ops.add(ops.multiply(high, STEP_SPLIT), ops.cast(row[1], "int32"))
 
 
 def when(condition, compute, single_replica):

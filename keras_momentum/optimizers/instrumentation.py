@@ -67,6 +67,10 @@ class InstrumentationMixin:
         self._statistics_histograms = self._statistics_variable(
             "histograms", (1 + len(variables), 2 + HISTOGRAM_BINS)
         )
+        # The latest update's raw record, when every update records (see `_record`).
+        self._statistics_pending = self._statistics_variable(
+            "pending", (st.raw_size(len(variables)),)
+        )
 
     def _statistics_variable(self, name, shape):
         return self.add_variable(
@@ -172,7 +176,7 @@ class InstrumentationMixin:
         every = [n for kind, n in self._statistics.items() if kind != "histograms"]
         return math.gcd(*every) if every else None
 
-    def read_records(self, values=None, histograms=False, cache_key=None):
+    def read_records(self, values=None, histograms=False, cache_key=None, complete=True):
         """Host copies of the records still in the ring, oldest first, in one transfer.
 
         Returns a dict: `"steps"`, the int64 array of the updates the records belong to
@@ -183,12 +187,16 @@ class InstrumentationMixin:
         `histograms=True`, `"histograms"`: `(step, {variable path: (range, counts)})` of
         the latest update that recorded histograms, or None before any.
 
+        When every update records, the latest update's record is finished by the next
+        update (see `_record`); `complete=True` finishes it on the host instead, which
+        reads the velocities, and `complete=False` leaves it out.
+
         `values` optionally maps optimizer variables' paths to current values, for
         backends (JAX) whose training loop holds state outside the variables. Callers
         passing the same `cache_key` (several callbacks after one batch) share one read
         until `clear_statistics_cache()`.
         """
-        key = (cache_key, histograms)
+        key = (cache_key, histograms, complete)
         if cache_key is not None and self._statistics_cache[0] == key:
             return self._statistics_cache[1]
         out = {"steps": np.zeros((0,), np.int64), "columns": {}, "histograms": None}
@@ -206,7 +214,13 @@ class InstrumentationMixin:
         steps = st.decode_steps(records)
         order = np.argsort(steps, kind="stable")
         order = order[steps[order] > 0]
-        records, out["steps"] = records[order], steps[order]
+        records, steps = records[order], steps[order]
+        if complete:
+            latest = self._finished_on_host(read, steps[-1] if len(steps) else 0)
+            if latest is not None:
+                records = np.concatenate([records, latest[None, :]])
+                steps = np.append(steps, st.decode_step(latest))
+        out["steps"] = steps
         wanted = self._recorded_scalar_names()
         first = len(st.HEADER)
         columns = {
@@ -227,6 +241,20 @@ class InstrumentationMixin:
                 )
         self._statistics_cache = (key, out)
         return out
+
+    def _finished_on_host(self, read, latest_step):
+        """The record of the raw record newer than `latest_step`, or None."""
+        raw = read(self._statistics_pending)
+        sources = getattr(self, "_traced_velocity_sources", None)
+        if st.decode_step(raw) <= latest_step or sources is None:
+            return None
+        velocity_norm = self._records_velocity_norm()
+        squares = None
+        if sources or velocity_norm:
+            squares = [
+                np.sum(np.square(read(v).astype(np.float64))) for v in self._velocity_variables()
+            ]
+        return st.finish_on_host(raw, squares, sources, velocity_norm)
 
     def read_statistics(self, values=None, histograms=False, cache_key=None):
         """The latest record as `{name: value}`, with its update number as `"step"`.
@@ -356,17 +384,25 @@ class InstrumentationMixin:
         scratch.copies = dict(zip(copied, before[1:]))
 
     def _after_weight_norms(self):
-        """On TensorFlow, orders what follows after the `‖θ‖²` reductions.
+        """On TensorFlow, orders what follows after the reductions of the old state.
 
-        The update kernels then find the weights referenced by nobody else and update
-        them in place; without the order they may copy them first.
+        Those are `‖θ‖²` before the update and, when the previous update's record is
+        finished here, `Σ v²` of the velocities it left. The update kernels then find the
+        weights and velocities referenced by nobody else and update them in place (and
+        the reductions see the old values).
         """
-        squares = getattr(self._step_scratch, "weight_squares", None)
-        if squares is None or keras.backend.backend() != "tensorflow":
+        scratch = self._step_scratch
+        before = [
+            tensor
+            for tensor in (getattr(scratch, "weight_squares", None),
+                           getattr(scratch, "previous_velocity_squares", None))
+            if tensor is not None
+        ]
+        if not before or keras.backend.backend() != "tensorflow":
             return contextlib.nullcontext()
         import tensorflow as tf  # noqa: PLC0415 (TensorFlow backend only)
 
-        return tf.control_dependencies([squares])
+        return tf.control_dependencies(before)
 
     def _apply_weight_decay(self, variables):
         with self._after_weight_norms():
@@ -374,11 +410,35 @@ class InstrumentationMixin:
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         hyperparameters = self._step_hyperparameters(learning_rate)
+        if self._records_statistics() and self.record_every == 1:
+            self._finish_previous_record()
         with self._after_weight_norms():
             super()._backend_update_step(grads, trainable_variables, hyperparameters)
         if self._records_statistics():
             self._record(trainable_variables, hyperparameters)
         self._step_scratch = threading.local()
+
+    def _finish_previous_record(self):
+        """Puts the previous update's record in the ring, from its raw record.
+
+        When every update records, an update leaves a raw record (`_statistics_pending`)
+        and the next one finishes it with the velocities' norms, which it reads before
+        changing them. That work then depends only on the state at the start of the step
+        and overlaps the forward pass, instead of waiting for the last update kernel at
+        the end of the step. The velocities do not change in between: only updates change
+        them (skipped updates and micro-batches under accumulation do not).
+        """
+        scratch = self._step_scratch
+        sources = self._velocity_sources(scratch)
+        velocity_norm = self._records_velocity_norm()
+        squares = self._velocity_squares(sources, velocity_norm)
+        scratch.previous_velocity_squares = squares
+        raw = self._statistics_pending.value
+        row = st.finish(raw, squares, sources, velocity_norm)
+        ring = self._statistics_record
+        step = st.header_step(raw)
+        # Before any raw record (step 0) the ring keeps its rows.
+        ring.assign(ops.where(ops.greater(step, 0), st.ring_row(ring, step, 1, row), ring.value))
 
     def _record(self, trainable_variables, hyperparameters):
         # Runs before `apply` counts this update: it is update number iterations + 1.
@@ -386,9 +446,19 @@ class InstrumentationMixin:
         single_replica = st.replica_count() == 1
         scratch = self._step_scratch
         every = self.record_every
-        if every:
+        if every == 1:
+            def raw():
+                return [(self._statistics_pending,
+                         self._raw_record(step, scratch, trainable_variables, hyperparameters))]
+
+            st.when(None, raw, single_replica)
+        elif every:
             def record():
-                row = self._record_row(step, scratch, trainable_variables, hyperparameters)
+                raw = self._raw_record(step, scratch, trainable_variables, hyperparameters)
+                sources = self._velocity_sources(scratch)
+                velocity_norm = self._records_velocity_norm()
+                squares = self._velocity_squares(sources, velocity_norm)
+                row = st.finish(raw, squares, sources, velocity_norm)
                 ring = self._statistics_record
                 return [(ring, st.ring_row(ring, step, every, row))]
 
@@ -407,25 +477,45 @@ class InstrumentationMixin:
             condition = st.record_condition(step, self._statistics["histograms"])
             st.when(condition, rows, single_replica)
 
-    def _record_row(self, step, scratch, trainable_variables, hyperparameters):
-        """The record of this update, in few operations (each costs dispatch time).
+    def _records_velocity_norm(self):
+        return "velocity_norm" in self._statistics and bool(self._velocity_variables())
 
-        Norms are kept squared until one square root over the vector of
-        `gradient_norm/global`, `global_clipped`, `update_ratio/global` and
-        `velocity_norm/global`, and one over the per-variable norms.
+    def _velocity_sources(self, scratch):
+        """Positions among `_velocity_variables()` of the velocities that are some `Δθ`.
+
+        Also kept (`_traced_velocity_sources`) for the host, which finishes the latest
+        raw record when it cannot wait for the next update.
         """
+        sources = []
+        if "update_ratio" in self._statistics:
+            position = {id(v): i for i, v in enumerate(self._velocity_variables())}
+            sources = [
+                position[id(source)]
+                for source in scratch.sources
+                if source is not None and not isinstance(source, str)
+            ]
+        self._traced_velocity_sources = sources
+        return sources
+
+    def _velocity_squares(self, sources, velocity_norm):
+        if not (sources or velocity_norm):
+            return None
+        return st.square_norms(self._velocity_variables())
+
+    def _raw_record(self, step, scratch, trainable_variables, hyperparameters):
+        """The raw record of this update (`st.RAW`), in few operations (each costs dispatch
+        time): norms stay squared, one reduction per tensor."""
         kinds = self._statistics
         nan = ops.convert_to_tensor(float("nan"), "float32")
-        plain = dict.fromkeys(("learning_rate", "momentum", "weight_decay"), nan)
-        squared = dict.fromkeys(SCALARS[3:7], nan)
+        raw = dict.fromkeys(st.RAW, nan)
         if "hyperparameters" in kinds:
             for name, value in self._hyperparameter_values(hyperparameters).items():
-                if name in plain:
-                    plain[name] = ops.cast(value, "float32")
+                if name in raw:
+                    raw[name] = ops.cast(value, "float32")
         squares = None
         if kinds.keys() & {"gradient_norms", "per_variable_norms"}:
             squares = st.square_norms(st.sum_over_replicas(scratch.grads))
-            squared["gradient_norm/global"] = ops.sum(squares)
+            raw["gradient_squares"] = ops.sum(squares)
         clipped_squares = []
 
         def clipped():
@@ -439,43 +529,29 @@ class InstrumentationMixin:
 
         if "gradient_norms" in kinds:
             if scratch.clipped is scratch.grads:
-                squared["gradient_norm/global_clipped"] = squared["gradient_norm/global"]
+                raw["clipped_squares"] = raw["gradient_squares"]
             else:
-                squared["gradient_norm/global_clipped"] = ops.sum(clipped())
-        velocities = self._velocity_variables()
-        velocity_squares = None
-        sources = getattr(scratch, "sources", ())
-        if velocities and ("velocity_norm" in kinds or any(
-            isinstance(s, keras.Variable) for s in sources
-        )):
-            velocity_squares = st.square_norms(velocities)
-            if "velocity_norm" in kinds:
-                squared["velocity_norm/global"] = ops.sum(velocity_squares)
+                raw["clipped_squares"] = ops.sum(clipped())
         if "update_ratio" in kinds:
-            moved = self._update_squares(
-                scratch, trainable_variables, hyperparameters, clipped, velocity_squares
+            scale_squared = ops.square(ops.cast(self._update_scale(hyperparameters), "float32"))
+            raw["moved_squares"] = self._update_squares(
+                scratch, trainable_variables, scale_squared, clipped
             )
+            raw["velocity_scale_squared"] = scale_squared
             weight_squares = scratch.weight_squares
             if weight_squares is None:
                 weight_squares = self._weight_squares_before(
                     scratch, trainable_variables, hyperparameters
                 )
-            weights = ops.maximum(ops.sum(weight_squares), 1e-24)
-            squared["update_ratio/global"] = ops.divide(moved, weights)
-        nonfinite = nan
+            raw["weight_squares"] = ops.sum(weight_squares)
         if getattr(self, "skip_nonfinite", False):
-            nonfinite = ops.cast(self.nonfinite_steps, "float32")
-        parts = [
-            ops.stack([*st.step_header(step), *plain.values()]),
-            ops.sqrt(ops.stack(list(squared.values()))),
-            ops.expand_dims(nonfinite, 0),
-        ]
+            raw["nonfinite_steps"] = ops.cast(self.nonfinite_steps, "float32")
         count = len(self._trainable_variables)
         if "per_variable_norms" in kinds:
-            parts.append(st.scatter_rows(scratch.indices, ops.sqrt(squares), (count,)))
+            per_variable = st.scatter_rows(scratch.indices, squares, (count,))
         else:
-            parts.append(ops.zeros((count,), "float32"))
-        return ops.concatenate(parts)
+            per_variable = ops.zeros((count,), "float32")
+        return ops.concatenate([ops.stack([*st.step_header(step), *raw.values()]), per_variable])
 
     def _weight_squares_before(self, scratch, variables, hyperparameters):
         """`‖θ‖²` before this update, from the new weights and the known `Δθ = c·s`."""
@@ -490,29 +566,20 @@ class InstrumentationMixin:
             before.append(ops.subtract(variable, step))
         return st.square_norms(before)
 
-    def _update_squares(self, scratch, variables, hyperparameters, clipped, velocity_squares):
-        """`‖Δθ‖²` summed over the variables this update changed."""
-        position = {id(v): i for i, v in enumerate(self._velocity_variables())}
-        copied, from_gradient, from_velocity = [], [], []
+    def _update_squares(self, scratch, variables, scale_squared, clipped):
+        """`‖Δθ‖²` summed over the variables this update changed, but for those whose `Δθ`
+        is a multiple of a velocity (`st.finish` adds them)."""
+        copied, from_gradient = [], []
         for i, (variable, source) in enumerate(zip(variables, scratch.sources)):
             if source is None:
                 copied.append(ops.subtract(variable, scratch.copies[i]))
             elif isinstance(source, str):
                 from_gradient.append(i)
-            else:
-                from_velocity.append(position[id(source)])
-        known = []
-        if from_gradient:
-            known.append(st.gathered_sum(clipped(), from_gradient))
-        if from_velocity:
-            known.append(st.gathered_sum(velocity_squares, from_velocity))
         terms = []
-        if known:
-            total = known[0] if len(known) == 1 else ops.sum(ops.stack(known))
-            scale = self._update_scale(hyperparameters)
-            if not (isinstance(scale, float) and scale == 1.0):
-                total = ops.multiply(ops.square(ops.cast(scale, "float32")), total)
-            terms.append(total)
+        if from_gradient:
+            terms.append(ops.multiply(scale_squared, st.gathered_sum(clipped(), from_gradient)))
         if copied:
             terms.append(ops.sum(st.square_norms(copied)))
+        if not terms:
+            return ops.zeros((), "float32")
         return terms[0] if len(terms) == 1 else ops.sum(ops.stack(terms))
