@@ -216,7 +216,7 @@ class InstrumentationMixin:
         order = order[steps[order] > 0]
         records, steps = records[order], steps[order]
         if complete:
-            latest = self._finished_on_host(read, steps[-1] if len(steps) else 0)
+            latest = self._finished_on_host(read, values, steps[-1] if len(steps) else 0)
             if latest is not None:
                 records = np.concatenate([records, latest[None, :]])
                 steps = np.append(steps, st.decode_step(latest))
@@ -242,7 +242,7 @@ class InstrumentationMixin:
         self._statistics_cache = (key, out)
         return out
 
-    def _finished_on_host(self, read, latest_step):
+    def _finished_on_host(self, read, values, latest_step):
         """The record of the raw record newer than `latest_step`, or None."""
         raw = read(self._statistics_pending)
         sources = getattr(self, "_traced_velocity_sources", None)
@@ -251,9 +251,9 @@ class InstrumentationMixin:
         velocity_norm = self._records_velocity_norm()
         squares = None
         if sources or velocity_norm:
-            squares = [
-                np.sum(np.square(read(v).astype(np.float64))) for v in self._velocity_variables()
-            ]
+            # The reductions run where the velocities are; only their sums travel.
+            velocities = [values.get(v.path, v) if values else v for v in self._velocity_variables()]
+            squares = np.asarray(keras.ops.convert_to_numpy(st.square_norms(velocities)))
         return st.finish_on_host(raw, squares, sources, velocity_norm)
 
     def read_statistics(self, values=None, histograms=False, cache_key=None):
