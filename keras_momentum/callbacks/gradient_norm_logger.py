@@ -43,7 +43,8 @@ class GradientNormLogger(OptimizerLogger):
     Cost: on the updates that are logged, the train step makes one pass over the
     gradients, one over the velocities and one over the weights (`tf.nn.l2_loss` per
     variable on TensorFlow); histograms add one pass over every gradient, only when
-    `histogram_freq > 0`. `update_ratio` needs `Δθ`: for this package's `SGD` without
+    `histogram_freq > 0`. Executions with no logged update and no histogram due run a
+    train function without statistics (see `LearningRateLogger`). `update_ratio` needs `Δθ`: for this package's `SGD` without
     Nesterov or decoupled weight decay it is a multiple of the velocity (or of the
     gradient), otherwise the step keeps a copy of the weights to subtract. Python reads
     the records in batches (see `LearningRateLogger`).

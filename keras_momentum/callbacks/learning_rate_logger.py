@@ -29,9 +29,20 @@ class LearningRateLogger(OptimizerLogger):
 
     Records wait on the device in a ring of 64 rows. The callback reads the ring in one
     transfer when half of it is new, at least every `flush_secs / 2` seconds, when a
-    histogram is due and at the end of each epoch, so a batch costs Python a few
-    microseconds. Records of a `fit` that ended on an exception are written by the next
+    histogram is due and at the end of each epoch, so a batch costs Python about a
+    microsecond. Records of a `fit` that ended on an exception are written by the next
     `fit` with this callback, or at interpreter exit.
+
+    With `update_freq > 1`, executions in which no update is logged run a second train
+    function, traced without statistics (once, at the first such execution), so they
+    cost what they cost without the callback. The host knows which executions log from
+    its own count of batches; where an optimizer may skip an update without counting it
+    (a `LossScaleOptimizer`, `skip_nonfinite=True`) every execution runs the recording
+    function instead, whose own conditional then skips the work. When every update is
+    logged, the parts of a record that need the velocities after the update
+    (`velocity_norm/global`, `update_ratio/global`) are computed by the next update
+    before it changes them, off the end of the step; the callback computes them itself
+    for the latest update when it cannot wait (timed reads, epoch and training ends).
 
     The optimizer must record statistics: any optimizer of `keras_momentum.optimizers`, or
     a Keras optimizer wrapped with `keras_momentum.optimizers.instrument(...)`. It may be

@@ -15,9 +15,14 @@ What it adds:
 * Statistics of updates, recorded inside the compiled train step for the kinds that
   `enable_statistics` switched on before the step was traced, on every `every`-th update
   only (other updates skip the computation where the backend allows a conditional
-  assignment). An optimizer nobody asked for statistics adds no operation to the step.
-  Their storage is created in `build` whatever is enabled, so the optimizer's variable
-  list (and so every checkpoint) does not depend on which callbacks were attached.
+  assignment). An optimizer nobody asked for statistics adds no operation to the step,
+  nor does a step traced inside `statistics_suspended()`, which the loggers use for the
+  executions in which no update records (`records_any`). When every update records, an
+  update leaves a raw record in `statistics_pending` and the next one finishes it (see
+  `_finish_previous_record`). The storage (`statistics_records`, `statistics_histograms`,
+  `statistics_pending`) is created in `build` whatever is enabled, so the optimizer's
+  variable list (and so every checkpoint) does not depend on which callbacks were
+  attached.
 * Strict loading: a saved optimizer state whose variable count or shapes differ raises
   a `ValueError` instead of being skipped with a warning; so does loading into an
   optimizer that is not built yet (build it on the model's trainable variables first).
