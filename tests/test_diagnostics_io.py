@@ -4,6 +4,7 @@ The JAX (one with TensorFlow made unimportable) and PyTorch runs happen in a sub
 running `backend_diagnostics_run.py`, which compares with a NumPy reference and reports JSON.
 """
 
+import glob
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import time
 
 import keras
+import numpy as np
 import pytest
 from _diagnostics import InverseTime, compiled_model, data, fit, read_events, summary_values
 from tensorboard.plugins.hparams import metadata as hparams_metadata
@@ -129,3 +131,27 @@ def test_unserialisable_schedule_skips_hparams_with_a_warning(tmp_path):
 def test_invalid_arguments_are_named(tmp_path, arguments, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         GradientNormLogger(tmp_path, **arguments)
+
+
+class Pause(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        time.sleep(0.02)
+
+
+@pytest.mark.tensorflow
+def test_each_record_carries_the_wall_time_of_its_own_batch(tmp_path):
+    # 40 updates: the read after update 32 leaves record 32 for update 33 to finish, and
+    # the epoch's end writes it; it must keep the time of batch 32, not of a later one.
+    model = compiled_model(optimizers.SGD(0.01, momentum=0.9))
+    x, y = data(40)
+    fit(model, x, y, [Pause(), GradientNormLogger(tmp_path)])
+    import tensorflow as tf  # noqa: PLC0415
+
+    times = {}
+    for path in glob.glob(os.path.join(tmp_path, "train", "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            if event.summary.value:
+                times[event.step] = event.wall_time
+    assert sorted(times) == list(range(1, 41))
+    gaps = np.diff([times[step] for step in range(1, 41)])
+    assert np.all(gaps > 0.01), gaps

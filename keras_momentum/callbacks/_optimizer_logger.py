@@ -144,7 +144,7 @@ class OptimizerLogger(keras.callbacks.Callback):
             self._raw_at_epoch = self._raw_count
             # Records of the updates done so far are written or belong to another run.
             self._last_step = self._predicted
-            self._times = []  # (updates done, wall time) after each batch since the last read
+            self._times = []  # (updates done, wall time) after each batch not yet written
             # Every worker, chief or not, takes the same branch: the recording step may
             # hold collective operations.
             self._switch = _recording_switch.install(self._model, self._optimizer)
@@ -233,7 +233,8 @@ class OptimizerLogger(keras.callbacks.Callback):
             self._last_step = int(steps[-1])
         if records["histograms"] is not None:
             self._guard(lambda: self._write_histograms(self._writer, records["histograms"]))
-        self._times = []
+        # A record left for the next update to finish keeps its batch's wall time.
+        self._times = [(mark, end) for mark, end in self._times if mark > self._last_step]
 
     def _sync_count(self, values):
         # Updates skipped for non-finite gradients later leave the device's count behind
