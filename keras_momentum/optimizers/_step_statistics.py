@@ -1,0 +1,237 @@
+"""The work a train step does to record statistics, traced into the step.
+
+`StepStatistics` holds the parts of `InstrumentationMixin` that build the in-step
+computation: norms of the old state before the update (`_before_update`,
+`_after_weight_norms`), the raw record of an update (`_raw_record`) and how it reaches the
+ring (`_record`, and `_finish_previous_record` when every update records). The Keras hooks
+that call them, the storage and the host-side reading stay in `instrumentation.py`.
+"""
+
+import contextlib
+
+import keras
+from keras import ops
+
+from keras_momentum.optimizers import _statistics as st
+
+
+class StepStatistics:
+    """In-step recording of `InstrumentationMixin`; relies on its attributes and hooks."""
+
+    def _before_update(self, scratch, clipped):
+        """`‖θ‖²` of each variable, and copies of those whose `Δθ` is not otherwise known.
+
+        Computed on the updates that record only (where the backend allows a
+        conditional); copies make TensorFlow's in-place update kernels copy the weights.
+        When every `Δθ` is known and not every update records, nothing happens here: the
+        record recovers `θ = θ' - Δθ` from the new weights instead, which saves this
+        conditional on the updates that do not record.
+        """
+        variables = scratch.variables
+        scratch.sources = [self._update_source(v, g) for v, g in zip(variables, clipped)]
+        copied = [i for i, source in enumerate(scratch.sources) if source is None]
+        if not copied and self.record_every != 1:
+            scratch.weight_squares = None
+            return
+
+        def compute():
+            return [st.square_norms(variables), *[ops.copy(variables[i]) for i in copied]]
+
+        def zeros():
+            return [
+                ops.zeros((len(variables),), "float32"),
+                *[ops.zeros(variables[i].shape, variables[i].dtype) for i in copied],
+            ]
+
+        step = ops.add(self.iterations, 1)
+        condition = st.record_condition(step, self.record_every)
+        before = st.computed(condition, compute, zeros, st.replica_count() == 1)
+        scratch.weight_squares = before[0]
+        scratch.copies = dict(zip(copied, before[1:]))
+
+    def _after_weight_norms(self):
+        """On TensorFlow, orders what follows after the reductions of the old state.
+
+        Those are `‖θ‖²` before the update and, when the previous update's record is
+        finished here, `Σ v²` of the velocities it left. The update kernels then find the
+        weights and velocities referenced by nobody else and update them in place (and
+        the reductions see the old values).
+        """
+        scratch = self._step_scratch
+        before = [
+            tensor
+            for tensor in (getattr(scratch, "weight_squares", None),
+                           getattr(scratch, "previous_velocity_squares", None))
+            if tensor is not None
+        ]
+        if not before or keras.backend.backend() != "tensorflow":
+            return contextlib.nullcontext()
+        import tensorflow as tf  # noqa: PLC0415 (TensorFlow backend only)
+
+        return tf.control_dependencies(before)
+
+    def _finish_previous_record(self):
+        """Puts the previous update's record in the ring, from its raw record.
+
+        When every update records, an update leaves a raw record (`_statistics_pending`)
+        and the next one finishes it with the velocities' norms, which it reads before
+        changing them. That work then depends only on the state at the start of the step
+        and overlaps the forward pass, instead of waiting for the last update kernel at
+        the end of the step. The velocities do not change in between: only updates change
+        them (skipped updates and micro-batches under accumulation do not).
+        """
+        scratch = self._step_scratch
+        sources = self._velocity_sources(scratch)
+        velocity_norm = self._records_velocity_norm()
+        squares = self._velocity_squares(sources, velocity_norm)
+        scratch.previous_velocity_squares = squares
+        raw = self._statistics_pending.value
+        row = st.finish(raw, squares, sources, velocity_norm)
+        ring = self._statistics_record
+        step = st.header_step(raw)
+        # Before any raw record (step 0) the ring keeps its rows.
+        ring.assign(ops.where(ops.greater(step, 0), st.ring_row(ring, step, 1, row), ring.value))
+
+    def _record(self, trainable_variables, hyperparameters):
+        # Runs before `apply` counts this update: it is update number iterations + 1.
+        step = ops.add(self.iterations, 1)
+        single_replica = st.replica_count() == 1
+        scratch = self._step_scratch
+        every = self.record_every
+        if every == 1:
+            def raw():
+                return [(self._statistics_pending,
+                         self._raw_record(step, scratch, trainable_variables, hyperparameters))]
+
+            st.when(None, raw, single_replica)
+        elif every:
+            def record():
+                raw = self._raw_record(step, scratch, trainable_variables, hyperparameters)
+                sources = self._velocity_sources(scratch)
+                velocity_norm = self._records_velocity_norm()
+                squares = self._velocity_squares(sources, velocity_norm)
+                row = st.finish(raw, squares, sources, velocity_norm)
+                ring = self._statistics_record
+                return [(ring, st.ring_row(ring, step, every, row))]
+
+            st.when(st.record_condition(step, every), record, single_replica)
+        if "histograms" in self._statistics:
+            def rows():
+                grads = st.sum_over_replicas(scratch.grads)
+                histograms = ops.stack([st.histogram(g) for g in grads])
+                shape = (self._statistics_histograms.shape[0] - 1,
+                         self._statistics_histograms.shape[1])
+                rows = st.scatter_rows(scratch.indices, histograms, shape)
+                header = ops.pad(ops.stack(st.step_header(step)), [[0, shape[1] - 2]])
+                return [(self._statistics_histograms,
+                         ops.concatenate([ops.expand_dims(header, 0), rows]))]
+
+            condition = st.record_condition(step, self._statistics["histograms"])
+            st.when(condition, rows, single_replica)
+
+    def _records_velocity_norm(self):
+        return "velocity_norm" in self._statistics and bool(self._velocity_variables())
+
+    def _velocity_sources(self, scratch):
+        """Positions among `_velocity_variables()` of the velocities that are some `Δθ`.
+
+        Also kept (`_traced_velocity_sources`) for the host, which finishes the latest
+        raw record when it cannot wait for the next update.
+        """
+        sources = []
+        if "update_ratio" in self._statistics:
+            position = {id(v): i for i, v in enumerate(self._velocity_variables())}
+            sources = [
+                position[id(source)]
+                for source in scratch.sources
+                if source is not None and not isinstance(source, str)
+            ]
+        self._traced_velocity_sources = sources
+        return sources
+
+    def _velocity_squares(self, sources, velocity_norm):
+        if not (sources or velocity_norm):
+            return None
+        return st.square_norms(self._velocity_variables())
+
+    def _raw_record(self, step, scratch, trainable_variables, hyperparameters):
+        """The raw record of this update (`st.RAW`), in few operations (each costs dispatch
+        time): norms stay squared, one reduction per tensor."""
+        kinds = self._statistics
+        nan = ops.convert_to_tensor(float("nan"), "float32")
+        raw = dict.fromkeys(st.RAW, nan)
+        if "hyperparameters" in kinds:
+            for name, value in self._hyperparameter_values(hyperparameters).items():
+                if name in raw:
+                    raw[name] = ops.cast(value, "float32")
+        squares = None
+        if kinds.keys() & {"gradient_norms", "per_variable_norms"}:
+            squares = st.square_norms(st.sum_over_replicas(scratch.grads))
+            raw["gradient_squares"] = ops.sum(squares)
+        clipped_squares = []
+
+        def clipped():
+            if not clipped_squares:
+                if scratch.clipped is scratch.grads and squares is not None:
+                    clipped_squares.append(squares)
+                else:
+                    grads = st.sum_over_replicas(scratch.clipped)
+                    clipped_squares.append(st.square_norms(grads))
+            return clipped_squares[0]
+
+        if "gradient_norms" in kinds:
+            if scratch.clipped is scratch.grads:
+                raw["clipped_squares"] = raw["gradient_squares"]
+            else:
+                raw["clipped_squares"] = ops.sum(clipped())
+        if "update_ratio" in kinds:
+            scale_squared = ops.square(ops.cast(self._update_scale(hyperparameters), "float32"))
+            raw["moved_squares"] = self._update_squares(
+                scratch, trainable_variables, scale_squared, clipped
+            )
+            raw["velocity_scale_squared"] = scale_squared
+            weight_squares = scratch.weight_squares
+            if weight_squares is None:
+                weight_squares = self._weight_squares_before(
+                    scratch, trainable_variables, hyperparameters
+                )
+            raw["weight_squares"] = ops.sum(weight_squares)
+        if getattr(self, "skip_nonfinite", False):
+            raw["nonfinite_steps"] = ops.cast(self.nonfinite_steps, "float32")
+        count = len(self._trainable_variables)
+        if "per_variable_norms" in kinds:
+            per_variable = st.scatter_rows(scratch.indices, squares, (count,))
+        else:
+            per_variable = ops.zeros((count,), "float32")
+        return ops.concatenate([ops.stack([*st.step_header(step), *raw.values()]), per_variable])
+
+    def _weight_squares_before(self, scratch, variables, hyperparameters):
+        """`‖θ‖²` before this update, from the new weights and the known `Δθ = c·s`."""
+        scale = self._update_scale(hyperparameters)
+        grads = None
+        if any(isinstance(source, str) for source in scratch.sources):
+            grads = st.sum_over_replicas(scratch.clipped)  # what the update applied
+        before = []
+        for i, (variable, source) in enumerate(zip(variables, scratch.sources)):
+            source = grads[i] if isinstance(source, str) else source
+            step = ops.multiply(ops.cast(scale, variable.dtype), source)
+            before.append(ops.subtract(variable, step))
+        return st.square_norms(before)
+
+    def _update_squares(self, scratch, variables, scale_squared, clipped):
+        """`‖Δθ‖²` summed over the variables this update changed, but for those whose `Δθ`
+        is a multiple of a velocity (`st.finish` adds them)."""
+        copied, from_gradient = [], []
+        for i, (variable, source) in enumerate(zip(variables, scratch.sources)):
+            if source is None:
+                copied.append(ops.subtract(variable, scratch.copies[i]))
+            elif isinstance(source, str):
+                from_gradient.append(i)
+        terms = []
+        if from_gradient:
+            terms.append(ops.multiply(scale_squared, st.gathered_sum(clipped(), from_gradient)))
+        if copied:
+            terms.append(ops.sum(st.square_norms(copied)))
+        if not terms:
+            return ops.zeros((), "float32")
+        return terms[0] if len(terms) == 1 else ops.sum(ops.stack(terms))
