@@ -48,7 +48,7 @@ class InstrumentationMixin(StepStatistics):
         super().__init__(*args, **kwargs)
         self._statistics = {}  # kind -> record every n-th update
         self._statistics_suspended = 0  # > 0 while a step is traced without statistics
-        self._statistics_cache = (None, None)
+        self._statistics_cache = _ReadCache()
         # Tensors handed from one hook of the step to the next; per thread because
         # MirroredStrategy traces each replica's step in its own thread.
         self._step_scratch = threading.local()
@@ -173,7 +173,7 @@ class InstrumentationMixin(StepStatistics):
 
     def clear_statistics_cache(self):
         """Makes the next `read_statistics(..., cache_key=...)` transfer again."""
-        self._statistics_cache = (None, None)
+        self._statistics_cache.key = self._statistics_cache.value = None
 
     @property
     def record_every(self):
@@ -203,8 +203,9 @@ class InstrumentationMixin(StepStatistics):
         until `clear_statistics_cache()`.
         """
         key = (cache_key, histograms, complete)
-        if cache_key is not None and self._statistics_cache[0] == key:
-            return self._statistics_cache[1]
+        cache = self._statistics_cache
+        if cache_key is not None and cache.key == key:
+            return cache.value
         out = {"steps": np.zeros((0,), np.int64), "columns": {}, "histograms": None}
         if not self.built:
             return out
@@ -245,7 +246,7 @@ class InstrumentationMixin(StepStatistics):
                 out["histograms"] = (
                     step, {p: (row[:2], row[2:]) for p, row in zip(paths, rows[1:])}
                 )
-        self._statistics_cache = (key, out)
+        cache.key, cache.value = key, out
         return out
 
     def _finished_on_host(self, read, values, latest_step):
@@ -371,3 +372,13 @@ class InstrumentationMixin(StepStatistics):
         if self._records_statistics():
             self._record(trainable_variables, hyperparameters)
         self._step_scratch = threading.local()
+
+
+class _ReadCache:
+    """The latest read: a plain object, so that storing arrays in it does not make
+    TensorFlow's attribute tracking wrap them (about 0.3 ms per read on the optimizer)."""
+
+    __slots__ = ("key", "value")
+
+    def __init__(self):
+        self.key = self.value = None
