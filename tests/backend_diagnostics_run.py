@@ -126,6 +126,21 @@ def main():
     compare["accumulate/gradient_norm/global"] = [logged["gradient_norm/global"], expected_norm]
     compare["accumulate/momentum"] = [logged["momentum"], {"1": 0.9, "2": 0.9}]
 
+    # A fit longer than half the ring: reads during the fit, on JAX from the trainer's
+    # state, which the next step donates.
+    optimizer = optimizers.instrument(keras.optimizers.SGD(InverseTime()))
+    long_dir = os.path.join(log_dir, "long")
+    model, kernel, bias, batch_data, logged = train(
+        long_dir, optimizer, 70, [GradientNormLogger(long_dir, per_layer=False)]
+    )
+    expected_norm = {}
+    for step, (x, y) in enumerate(batch_data, start=1):
+        grad_kernel, grad_bias = gradients(kernel, bias, x, y)
+        expected_norm[str(step)] = norm([grad_kernel, grad_bias])
+        kernel = kernel - 0.1 / step * grad_kernel
+        bias = bias - 0.1 / step * grad_bias
+    compare["long/gradient_norm/global"] = [logged["gradient_norm/global"], expected_norm]
+
     # Sparse logging: the executions that record nothing run a statistics-free function.
     optimizer = optimizers.instrument(keras.optimizers.SGD(InverseTime()))
     sparse_dir = os.path.join(log_dir, "sparse")

@@ -92,6 +92,8 @@ class OptimizerLogger(keras.callbacks.Callback):
         self.flush_secs = float(flush_secs)
         self._optimizer = None
         self._switch = None
+        self._read_in_loop = False
+        self._due_read = None
         self._writer = None
         self._variable_positions = None
         self._last_step = 0
@@ -148,6 +150,11 @@ class OptimizerLogger(keras.callbacks.Callback):
             # Every worker, chief or not, takes the same branch: the recording step may
             # hold collective operations.
             self._switch = _recording_switch.install(self._model, self._optimizer)
+            # Keras's JAX trainer donates its state to the next step, which may already
+            # run while a batch end is handled in a worker thread: on JAX a batch end
+            # only asks for a read, and the next batch begin, in the training loop, does it.
+            self._read_in_loop = keras.backend.backend() == "jax"
+            self._due_read = None  # None, or the `complete` of a read asked for
             if not is_chief(self._model):
                 return
             self._writer = self._open_writer(os.path.join(self.log_dir, RUN))
@@ -159,6 +166,11 @@ class OptimizerLogger(keras.callbacks.Callback):
             # Keras calls this hook in the training loop, just before the execution; the
             # micro-batches of earlier epochs were all counted when this epoch began.
             self._switch.position = self._raw_at_epoch + batch
+        if self._due_read is not None:
+            with self._lock:
+                complete, self._due_read = self._due_read, None
+                if self._writer is not None:
+                    self._read_and_write(complete)
 
     def on_train_batch_end(self, batch, logs=None):
         if self._writer is None:
@@ -176,9 +188,15 @@ class OptimizerLogger(keras.callbacks.Callback):
             pending = predicted // self._record_every - self._read_at // self._record_every
             if pending and now - self._read_time >= self.flush_secs / 2:
                 # Also the latest update's record, which the next update would finish.
-                self._read_and_write(complete=True)
+                self._read(complete=True)
             elif pending >= RECORD_SLOTS // 2 or self._wants_histograms(predicted):
-                self._read_and_write(complete=False)
+                self._read(complete=False)
+
+    def _read(self, complete):
+        if not self._read_in_loop:
+            self._read_and_write(complete)
+        else:
+            self._due_read = complete or bool(self._due_read)
 
     def on_epoch_begin(self, epoch, logs=None):
         with self._lock:
@@ -210,6 +228,7 @@ class OptimizerLogger(keras.callbacks.Callback):
         `complete=False` leaves out a latest record the next update will finish (see
         `InstrumentationMixin.read_records`), which saves reading the velocities.
         """
+        self._due_read = None
         values = self._state_values()
         records = self._optimizer.read_records(
             values,
