@@ -151,9 +151,11 @@ class OptimizerLogger(keras.callbacks.Callback):
             # hold collective operations.
             self._switch = _recording_switch.install(self._model, self._optimizer)
             # Keras's JAX trainer donates its state to the next step, which may already
-            # run while a batch end is handled in a worker thread: on JAX a batch end
-            # only asks for a read, and the next batch begin, in the training loop, does it.
-            self._read_in_loop = keras.backend.backend() == "jax"
+            # run while a batch end is handled in a worker thread, and PyTorch's eager
+            # step may be assigning the records meanwhile: there a batch end only asks
+            # for a read, and the next batch begin, in the training loop, does it.
+            # (TensorFlow orders reads of a variable with the step's assignments.)
+            self._read_in_loop = keras.backend.backend() in ("jax", "torch")
             self._due_read = None  # None, or the `complete` of a read asked for
             if not is_chief(self._model):
                 return
