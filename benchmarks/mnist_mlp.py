@@ -51,6 +51,9 @@ def build_parser():
                         help="shuffled rounds measuring the diagnostics' cost (0 skips it)")
     parser.add_argument("--overhead-optimizer", default="momentum",
                         help="configuration whose diagnostics' cost is measured")
+    parser.add_argument("--overhead-breakdown", action="store_true",
+                        help="also measure update_freq=1's statistics in the train step "
+                        "without the loggers (the in-graph part of the cost)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 epoch on "
                         f"{QUICK_TRAIN_SIZE}/{QUICK_TEST_SIZE} examples, {','.join(configs.QUICK_CONFIGS)}")
     parser.add_argument("--out", default=os.path.join("runs", "mnist_mlp"))
@@ -141,7 +144,7 @@ def main(argv=None):
             steps=QUICK_OVERHEAD_STEPS if args.quick else OVERHEAD_STEPS,
             instances=QUICK_OVERHEAD_INSTANCES if args.quick else OVERHEAD_INSTANCES,
             rounds=args.overhead_rounds, log_dir=os.path.join(args.out, "overhead"),
-            seed=args.seed,
+            seed=args.seed, breakdown=args.overhead_breakdown,
         )
     report.write_results(results_path, results)
     title = f"MLP on {dataset.name} ({len(dataset.x_train)} train), {backend} on {device}"

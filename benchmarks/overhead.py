@@ -36,6 +36,7 @@ from keras_momentum.optimizers import instrument
 
 UPDATE_FREQS = (1, 100)
 SETTINGS = ("alone", "beside_sync")
+IN_GRAPH = "in_graph_1"  # statistics of every update in the step, no logger
 
 
 class FitClock(keras.callbacks.Callback):
@@ -56,13 +57,20 @@ class SyncBatchEnd(keras.callbacks.Callback):
 
 
 def measure_overhead(config, precision, dataset, *, batch_size, steps, rounds, instances,
-                     log_dir, seed, progress=print):
-    """Returns steps/s without and with diagnostics, and their ratios, for results.json."""
+                     log_dir, seed, breakdown=False, progress=print):
+    """Returns steps/s without and with diagnostics, and their ratios, for results.json.
+
+    `breakdown=True` adds the variant `in_graph_1`: the statistics both loggers ask for,
+    recorded on every update inside the train step, with no logger attached. Its cost is
+    the in-graph part of update_freq=1's; the rest is the host's.
+    """
     keras.backend.clear_session()
     samples = steps * batch_size
     x = np.resize(dataset.x_train, (samples, dataset.x_train.shape[1]))
     y = np.resize(dataset.y_train, (samples,))
     variants = {"without": None, **{f"update_freq_{freq}": freq for freq in UPDATE_FREQS}}
+    if breakdown:
+        variants[IN_GRAPH] = 1
     copies = []  # ((setting, variant), copy index, model, callbacks), built interleaved
     with runtime.dtype_policy(precision):
         for index in range(instances):
@@ -74,6 +82,10 @@ def measure_overhead(config, precision, dataset, *, batch_size, steps, rounds, i
                     callbacks = [] if freq is None else diagnostics_callbacks(
                         os.path.join(log_dir, f"{setting}-{name}-{index}"), freq
                     )
+                    if name == IN_GRAPH:
+                        for callback in callbacks:
+                            callback.set_model(model)  # asks the optimizer for statistics
+                        callbacks = []
                     if setting == "beside_sync":
                         callbacks.append(SyncBatchEnd())
                     copies.append(((setting, name), index, model, callbacks))
@@ -91,6 +103,11 @@ def measure_overhead(config, precision, dataset, *, batch_size, steps, rounds, i
             if progress is not None:
                 progress(f"  overhead round {round_index}/{rounds}"
                          + (" (warm-up)" if round_index == 0 else ""))
+    # The in-graph copies prove their statistics were on: records they hold on the device.
+    in_graph_records = [
+        len(model.optimizer.read_records()["steps"])
+        for (_, name), _, model, _ in copies if name == IN_GRAPH
+    ]
     result = {
         "config": config,
         "precision": precision,
@@ -100,6 +117,7 @@ def measure_overhead(config, precision, dataset, *, batch_size, steps, rounds, i
         "steps_per_second": {},
         "ratio_with_to_without": {},
         "copy_ratios": {},
+        "in_graph_records": min(in_graph_records) if in_graph_records else None,
         "steps_per_second_all": {
             f"{setting}-{name}-{index}": values
             for ((setting, name), index), values in speeds.items()
@@ -143,8 +161,9 @@ def format_overhead(result):
         lines.append(f"    without diagnostics  {speeds['without']:8.1f} steps/s"
                      f"               copies {_ratios(copies['without'])}")
         for name, ratio in result["ratio_with_to_without"][setting].items():
+            label = "in graph only, uf=1" if name == IN_GRAPH else name.replace("_freq_", "_freq=")
             lines.append(
-                f"    {name.replace('update_freq_', 'update_freq='):<20} {speeds[name]:8.1f} "
+                f"    {label:<20} {speeds[name]:8.1f} "
                 f"steps/s  ratio {ratio:.3f}  copies {_ratios(copies[name])}"
             )
     return "\n".join(lines)

@@ -77,7 +77,8 @@ HISTORY_KEYS = {"epoch", "loss", "accuracy", "test_loss", "test_accuracy", "epoc
 
 
 def test_quick_run_writes_results_plots_and_logs(tmp_path):
-    mnist_mlp.main(["--quick", "--out", str(tmp_path), "--overhead-rounds", "1"])
+    mnist_mlp.main(["--quick", "--out", str(tmp_path), "--overhead-rounds", "1",
+                    "--overhead-breakdown"])
     results = json.loads((tmp_path / "results.json").read_text())
     runs = results["runs"]
     assert {run["config"] for run in runs} == {"sgd", "momentum"}
@@ -97,15 +98,18 @@ def test_quick_run_writes_results_plots_and_logs(tmp_path):
     assert overhead["config"] == "momentum"
     for setting in ("alone", "beside_sync"):
         ratios = overhead["ratio_with_to_without"][setting]
-        assert set(ratios) == {"update_freq_1", "update_freq_100"}
+        assert set(ratios) == {"update_freq_1", "update_freq_100", "in_graph_1"}
         speeds = overhead["steps_per_second"][setting]
         assert all(speed > 0 for speed in speeds.values())
         assert ratios["update_freq_1"] == speeds["update_freq_1"] / speeds["without"]
         assert {name: len(r) for name, r in overhead["copy_ratios"][setting].items()} == {
-            "without": 1, "update_freq_1": 1, "update_freq_100": 1
+            "without": 1, "update_freq_1": 1, "update_freq_100": 1, "in_graph_1": 1
         }
-        # The overhead run wrote the diagnostics of its update_freq=1 copy.
+        # The overhead run wrote the diagnostics of its update_freq=1 copy; the in-graph
+        # copy has no logger, but its optimizer recorded statistics.
         run = tmp_path / "overhead" / f"{setting}-update_freq_1-0" / "train"
         assert list(run.glob("events.out.*"))
+        assert not (tmp_path / "overhead" / f"{setting}-in_graph_1-0").exists()
+    assert overhead["in_graph_records"] > 0
     for name in ("curves.png", "time_to_accuracy.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
