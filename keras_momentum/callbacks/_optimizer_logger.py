@@ -4,13 +4,15 @@ A logger finds the optimizer that makes the updates (the innermost one under
 `LossScaleOptimizer`, `Lookahead` and other wrappers with an `inner_optimizer`), checks that it
 carries `InstrumentationMixin`, switches on the statistics it needs and makes the model retrace
 its train function so the step records them.
-The optimizer records statistics on updates whose number is a multiple of `update_freq`
-(and computes nothing on the others, where the backend allows), each record into the next
-row of a ring of `RECORD_SLOTS` rows on the device. The host does not touch the device
-after each batch: it counts the updates itself, and reads the whole ring in one transfer
-(shared by all loggers of the optimizer) once half the ring is new, once
-`flush_secs / 2` have passed since the last read, when a histogram is due, and at the
-end of each epoch and of training. It then writes every new record, at the record's
+The optimizer records statistics on updates whose number is a multiple of `update_freq`,
+each record into the next row of a ring of `RECORD_SLOTS` rows on the device; executions
+with no such update run a train function without statistics (`_recording_switch`). The
+host does not touch the device after each batch: it counts the updates itself, and reads
+the whole ring in one transfer (shared by all loggers of the optimizer) once half the ring
+is new, once `flush_secs / 2` have passed since the last read, when a histogram is due,
+and at the end of each epoch and of training. On JAX and PyTorch a read asked for by a
+batch end (which Keras may run in a worker thread, beside the next step) happens at the
+next batch begin, in the training loop. It then writes every new record, at the record's
 update number, to `<log_dir>/train`, one event per update. Records made on the device but
 not yet read are written at the start of the next `fit` if a run stops on an exception,
 and at interpreter exit.
@@ -32,8 +34,8 @@ import weakref
 import keras
 import numpy as np
 
-from keras_momentum.callbacks._chief import is_chief
 from keras_momentum.callbacks import _recording_switch
+from keras_momentum.callbacks._chief import is_chief
 from keras_momentum.callbacks._event_writer import EventWriter
 from keras_momentum.optimizers._statistics import RECORD_SLOTS
 from keras_momentum.optimizers.instrumentation import InstrumentationMixin
