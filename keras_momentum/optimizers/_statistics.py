@@ -89,21 +89,6 @@ def finish(raw, velocity_squares, sources, velocity_norm):
     ])
 
 
-def finish_on_host(raw, velocity_squares, sources, velocity_norm):
-    """`finish` in NumPy, for the raw record of the latest update (float64, then float32)."""
-    h = len(HEADER)
-    raw = np.asarray(raw, dtype=np.float64)
-    moved = raw[h + 5]
-    if sources:
-        moved = moved + raw[h + 7] * np.sum(np.asarray(velocity_squares)[list(sources)])
-    ratio = np.sqrt(moved / np.maximum(raw[h + 6], 1e-24))
-    velocity = np.sqrt(np.sum(velocity_squares)) if velocity_norm else np.nan
-    return np.concatenate([
-        raw[:h + 3], np.sqrt(raw[h + 3:h + 5]), [ratio, velocity], raw[h + 8:h + 9],
-        np.sqrt(raw[h + 9:]),
-    ]).astype(np.float32)
-
-
 def header_step(row):
     """The update number of a record or raw record (an int32 tensor)."""
     high = ops.cast(row[0], "int32")

@@ -260,8 +260,10 @@ class InstrumentationMixin(StepStatistics):
         if sources or velocity_norm:
             # The reductions run where the velocities are; only their sums travel.
             velocities = [values.get(v.path, v) if values else v for v in self._velocity_variables()]
-            squares = np.asarray(keras.ops.convert_to_numpy(st.square_norms(velocities)))
-        return st.finish_on_host(raw, squares, sources, velocity_norm)
+            squares = st.square_norms(velocities)
+        # The graph's own `finish`, run eagerly: the host's record is the step's.
+        row = st.finish(raw, squares, list(sources), velocity_norm)
+        return np.asarray(keras.ops.convert_to_numpy(row))
 
     def read_statistics(self, values=None, histograms=False, cache_key=None):
         """The latest record as `{name: value}`, with its update number as `"step"`.
