@@ -166,3 +166,28 @@ def test_every_update_records_the_next_update_finishes_the_latest_record(tmp_pat
     assert list(in_graph["steps"]) == [1, 2, 3]
     for name, column in on_host["columns"].items():
         assert in_graph["columns"][name][-1] == pytest.approx(column[-1], rel=1e-6), name
+
+
+def test_each_update_waits_for_the_old_state_norms_not_for_every_gradient():
+    """The update kernels are ordered after the reductions of the weights and velocities
+    they overwrite, and nothing else is: a control input on the gradients' aggregation
+    (an `IdentityN` of all gradients under the default strategy) would hold every update
+    until the last gradient is computed, where without statistics each update starts as
+    soon as its own gradient is ready."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    model = compiled_model(optimizers.SGD(0.1, momentum=0.9))
+    model.optimizer.enable_statistics("gradient_norms", "update_ratio", "velocity_norm")
+    x, y = data(1)
+    model.train_on_batch(x, y)
+    specs = (tf.TensorSpec(x.shape, tf.float32), tf.TensorSpec(y.shape, tf.float32))
+    graph = tf.function(model.train_step).get_concrete_function(specs).graph
+    operations = graph.get_operations()
+    kernels = [op for op in operations if op.type == "ResourceApplyKerasMomentum"]
+    assert len(kernels) == len(model.trainable_variables)
+    for kernel in kernels:
+        # Beyond the reads TensorFlow orders before any write: the norms of the old state.
+        assert {c.type for c in kernel.control_inputs} - {"ReadVariableOp"}
+    aggregations = [op for op in operations if op.type == "IdentityN"]
+    assert aggregations
+    assert all(not op.control_inputs for op in aggregations)

@@ -369,11 +369,19 @@ class InstrumentationMixin(StepStatistics):
         hyperparameters = self._step_hyperparameters(learning_rate)
         if self._records_statistics() and self.record_every == 1:
             self._finish_previous_record()
-        with self._after_weight_norms():
-            super()._backend_update_step(grads, trainable_variables, hyperparameters)
+        super()._backend_update_step(grads, trainable_variables, hyperparameters)
         if self._records_statistics():
             self._record(trainable_variables, hyperparameters)
         self._step_scratch = threading.local()
+
+    def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
+        # TensorFlow only. The update kernels wait for the reductions of the old state,
+        # but not the gradients' all-reduce before them (an `IdentityN` of all gradients
+        # under the default strategy): given a control input, it would hold every
+        # update until the last gradient is computed, instead of each update starting
+        # as soon as its own gradient is ready.
+        with self._after_weight_norms():
+            super()._distributed_tf_update_step(distribution, grads_and_vars, learning_rate)
 
 
 class _ReadCache:
