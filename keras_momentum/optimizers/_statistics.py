@@ -151,6 +151,21 @@ def computed(condition, compute, zeros, single_replica):
     return compute()
 
 
+def compiled(function):
+    """`function` compiled for repeated calls from the host: `tf.function` on TensorFlow,
+    `jax.jit` on JAX; PyTorch runs it eagerly."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf  # noqa: PLC0415 (TensorFlow backend only)
+
+        return tf.function(function, autograph=False)
+    if backend == "jax":
+        import jax  # noqa: PLC0415 (JAX backend only)
+
+        return jax.jit(function)
+    return function
+
+
 def record_condition(step, every):
     """Whether update `step` records (a boolean tensor), or None when every update does."""
     if every == 1:

@@ -256,14 +256,28 @@ class InstrumentationMixin(StepStatistics):
         if st.decode_step(raw) <= latest_step or sources is None:
             return None
         velocity_norm = self._records_velocity_norm()
-        squares = None
+        velocities = []
         if sources or velocity_norm:
             # The reductions run where the velocities are; only their sums travel.
-            velocities = [values.get(v.path, v) if values else v for v in self._velocity_variables()]
-            squares = st.square_norms(velocities)
-        # The graph's own `finish`, run eagerly: the host's record is the step's.
-        row = st.finish(raw, squares, list(sources), velocity_norm)
+            velocities = [
+                values[v.path] if values and v.path in values else v.value
+                for v in self._velocity_variables()
+            ]
+        row = self._host_finish(tuple(sources), velocity_norm)(raw, velocities)
         return np.asarray(keras.ops.convert_to_numpy(row))
+
+    def _host_finish(self, sources, velocity_norm):
+        """The graph's own `finish`, compiled once for the host (TensorFlow, JAX): the
+        host's record is the step's, at about a fifth of the eager cost (2 ms here)."""
+        cache = self._statistics_cache
+        if cache.finish_key != (sources, velocity_norm):
+
+            def finish(raw, velocities):
+                squares = st.square_norms(velocities) if velocities else None
+                return st.finish(raw, squares, list(sources), velocity_norm)
+
+            cache.finish_key, cache.finish = (sources, velocity_norm), st.compiled(finish)
+        return cache.finish
 
     def read_statistics(self, values=None, histograms=False, cache_key=None):
         """The latest record as `{name: value}`, with its update number as `"step"`.
@@ -385,10 +399,11 @@ class InstrumentationMixin(StepStatistics):
 
 
 class _ReadCache:
-    """The latest read: a plain object, so that storing arrays in it does not make
-    TensorFlow's attribute tracking wrap them (about 0.3 ms per read on the optimizer)."""
+    """The latest read and the host's compiled `finish`: a plain object, so that storing
+    them in it does not make TensorFlow's attribute tracking wrap them (about 0.3 ms per
+    read on the optimizer)."""
 
-    __slots__ = ("key", "value")
+    __slots__ = ("key", "value", "finish_key", "finish")
 
     def __init__(self):
-        self.key = self.value = None
+        self.key = self.value = self.finish_key = self.finish = None
