@@ -15,10 +15,18 @@ Two settings are measured, because Keras runs batch-end callbacks differently in
   `keras.callbacks.TensorBoard` is); Keras then calls all batch ends in the training loop and
   waits for each batch's logs.
 
-After a warm-up round (tracing), every round runs each copy for `steps` steps, in an order
-shuffled per round, so drifts in machine load touch all variants alike. A fit is timed from
+The copies form groups: copy i of every variant of one setting. After a warm-up round
+(tracing), every round runs each group, in an order shuffled per round, and within a group
+each variant for `steps` steps back to back, in a shuffled order. A fit is timed from
 `on_train_begin` to `on_train_end` by a callback with no batch hooks, so the callbacks' own
 set-up and final writes count, and the timing itself changes nothing in how Keras dispatches.
+
+On a shared machine one 100-step fit can run 10-15 % slower than the next for reasons
+that have nothing to do with it (another process, a frequency change). Two figures are
+reported per variant: the ratio of the median speeds over all copies and rounds, and the
+median over all groups and rounds of the paired ratio (the variant's speed over the speed
+without diagnostics in the same group and round, measured within about two seconds of
+each other), which cancels load changes slower than a group.
 """
 
 import os
@@ -90,16 +98,18 @@ def measure_overhead(config, precision, dataset, *, batch_size, steps, rounds, i
                         callbacks.append(SyncBatchEnd())
                     copies.append(((setting, name), index, model, callbacks))
         speeds = {(key, index): [] for key, index, _, _ in copies}
+        groups = {}  # (setting, copy index) -> that copy of every variant
+        for copy in copies:
+            groups.setdefault((copy[0][0], copy[1]), []).append(copy)
         order = random.Random(seed)
         for round_index in range(rounds + 1):
-            shuffled = list(copies)
-            order.shuffle(shuffled)
-            for key, index, model, callbacks in shuffled:
-                clock = FitClock()
-                model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0,
-                          callbacks=[clock, *callbacks])
-                if round_index > 0:
-                    speeds[(key, index)].append(steps / clock.seconds)
+            for group in order.sample(list(groups.values()), len(groups)):
+                for key, index, model, callbacks in order.sample(group, len(group)):
+                    clock = FitClock()
+                    model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0,
+                              callbacks=[clock, *callbacks])
+                    if round_index > 0:
+                        speeds[(key, index)].append(steps / clock.seconds)
             if progress is not None:
                 progress(f"  overhead round {round_index}/{rounds}"
                          + (" (warm-up)" if round_index == 0 else ""))
@@ -116,6 +126,7 @@ def measure_overhead(config, precision, dataset, *, batch_size, steps, rounds, i
         "instances": instances,
         "steps_per_second": {},
         "ratio_with_to_without": {},
+        "paired_ratio": {},
         "copy_ratios": {},
         "in_graph_records": min(in_graph_records) if in_graph_records else None,
         "steps_per_second_all": {
@@ -135,6 +146,15 @@ def measure_overhead(config, precision, dataset, *, batch_size, steps, rounds, i
         result["ratio_with_to_without"][setting] = {
             name: medians[name] / base for name in variants if name != "without"
         }
+        result["paired_ratio"][setting] = {
+            name: statistics.median(
+                with_ / without
+                for i in range(instances)
+                for with_, without in zip(speeds[((setting, name), i)],
+                                          speeds[((setting, "without"), i)])
+            )
+            for name in variants if name != "without"
+        }
         # Each copy's median over the pooled median without diagnostics; the spread of the
         # "without" copies is what identical models differ by.
         result["copy_ratios"][setting] = {
@@ -150,7 +170,8 @@ def format_overhead(result):
     lines = [
         f"Diagnostics overhead ({result['config']}, {result['precision']}, "
         f"{result['instances']} copies x {result['rounds']} rounds x "
-        f"{result['steps_per_measurement']} steps, shuffled, median; ratio to without):",
+        f"{result['steps_per_measurement']} steps, shuffled, median; ratio of medians to "
+        "without, and median of the ratios paired in time):",
     ]
     titles = {"alone": "diagnostics the only batch callbacks",
               "beside_sync": "beside a synchronous batch callback"}
@@ -159,12 +180,13 @@ def format_overhead(result):
         copies = result["copy_ratios"][setting]
         lines.append(f"  {titles[setting]}:")
         lines.append(f"    without diagnostics  {speeds['without']:8.1f} steps/s"
-                     f"               copies {_ratios(copies['without'])}")
+                     f"{'':29}copies {_ratios(copies['without'])}")
         for name, ratio in result["ratio_with_to_without"][setting].items():
             label = "in graph only, uf=1" if name == IN_GRAPH else name.replace("_freq_", "_freq=")
             lines.append(
-                f"    {label:<20} {speeds[name]:8.1f} "
-                f"steps/s  ratio {ratio:.3f}  copies {_ratios(copies[name])}"
+                f"    {label:<20} {speeds[name]:8.1f} steps/s  ratio {ratio:.3f}  "
+                f"paired {result['paired_ratio'][setting][name]:.3f}  "
+                f"copies {_ratios(copies[name])}"
             )
     return "\n".join(lines)
 

@@ -102,6 +102,13 @@ def test_quick_run_writes_results_plots_and_logs(tmp_path):
         speeds = overhead["steps_per_second"][setting]
         assert all(speed > 0 for speed in speeds.values())
         assert ratios["update_freq_1"] == speeds["update_freq_1"] / speeds["without"]
+        # One copy, one round: each paired ratio is that fit's speed over the speed of
+        # the fit without diagnostics of the same group.
+        each = overhead["steps_per_second_all"]
+        assert overhead["paired_ratio"][setting] == {
+            name: pytest.approx(each[f"{setting}-{name}-0"][0] / each[f"{setting}-without-0"][0])
+            for name in ratios
+        }
         assert {name: len(r) for name, r in overhead["copy_ratios"][setting].items()} == {
             "without": 1, "update_freq_1": 1, "update_freq_100": 1, "in_graph_1": 1
         }
