@@ -1,18 +1,27 @@
-"""In-graph computation of the per-update statistics, and their storage layout.
+"""In-graph computation of the per-update statistics, their storage, and the host's finish.
 
-An update first leaves a raw record (`RAW`): its scalars with norms still squared, and the
-parts of `update_ratio` other than the velocities' norms. `finish` turns it into the
-record, given the squared norms of the velocities after the update; when every update
-records, that happens at the start of the next update (whose graph reads the velocities
-before changing them, off the end of the step), else right away.
+The train step records as little as it can: squared norms, one reduction per tensor, and
+the hyperparameters, assembled into one raw row (`RAW`) that goes straight into a ring on
+the device. Each operation costs dispatch time in the step (about 4 µs each on a 2-core
+CPU, as much as the reductions themselves), so square roots, sums over variables and the
+update ratio are left to the host, which computes them for many rows at once when it
+reads the ring (`finish`, NumPy).
 
-A record is one float32 row: the update number it belongs to (split in two float32 parts,
-exact up to 2**44 updates), the scalars of `SCALARS` (NaN where not recorded) and one
-gradient norm per trainable variable. Records go round a ring of `RECORD_SLOTS` rows, the
-k-th record (counting the updates that record, every `every`-th) into row k mod
-`RECORD_SLOTS`, so a host can read many records in one transfer, long after they were
-made. Histograms live in a second array, `(variables, 2 + BINS)`: low edge, high edge,
-then the counts of `BINS` equal buckets, of the latest update that recorded them.
+A raw row is one float32 row: the update number (split in two float32 parts, exact up to
+2**44 updates), the scalars of `RAW` (NaN where not recorded) and the squared gradient norm
+of each trainable variable. Rows go round a ring of `RECORD_SLOTS` rows, the k-th record
+(counting the updates that record, every `every`-th) into row k mod `RECORD_SLOTS`, so the
+host reads many records in one transfer, long after they were made.
+
+The velocities' squared norms after an update (for `velocity_norm` and for an update ratio
+whose `Δθ` is a multiple of the velocities) are in the row of that update when not every
+update records (`velocity_lag` 0: the step computes them after its update). When every
+update records, the next update computes them before it changes the velocities, off the
+end of the step, and puts them in its own row (`velocity_lag` 1); the host finishes the
+latest record from the current velocities, or waits for the next update.
+
+Histograms live in a second array, `(variables, 2 + BINS)`: low edge, high edge, then the
+counts of `BINS` equal buckets, of the latest update that recorded them.
 """
 
 import keras
@@ -43,56 +52,81 @@ RAW = (
     "learning_rate",
     "momentum",
     "weight_decay",
-    "gradient_squares",
-    "clipped_squares",
+    "clipped_squares",  # Σ g² after clipping; SAME_AS_GRADIENT when nothing clips
     "moved_squares",  # ‖Δθ‖² of the variables whose Δθ is not a multiple of a velocity
     "weight_squares",  # ‖θ‖² before the update
     "velocity_scale_squared",  # c² where Δθ = c·v for the others
     "nonfinite_steps",
+    "velocity_source_squares",  # Σ v² of the velocities that are some Δθ
+    "velocity_squares",  # Σ v² of all velocities
+    "velocity_lag",  # 0: the two above follow this row's update; 1: the previous update
 )
 HEADER = ("step_high", "step_low")
 STEP_SPLIT = 2**20
 HISTOGRAM_BINS = 30
 RECORD_SLOTS = 64
+SAME_AS_GRADIENT = -1.0
+_H = len(HEADER)
+_COLUMN = {name: _H + i for i, name in enumerate(RAW)}
 
 
 def record_size(variable_count):
-    return len(HEADER) + len(SCALARS) + variable_count
+    return _H + len(RAW) + variable_count
 
 
-def raw_size(variable_count):
-    return len(HEADER) + len(RAW) + variable_count
+def finish(rows, velocities, per_variable):
+    """The records of raw rows: `{name: column}` for every `SCALARS` name, and the
+    `(records, variables)` gradient norms when `per_variable` (else None).
 
-
-def finish(raw, velocity_squares, sources, velocity_norm):
-    """The record of a raw record, given `Σ v²` of each velocity after that update.
-
-    `sources` are the positions (in `velocity_squares`) of the velocities whose multiples
-    are the update's `Δθ`; `velocity_norm` says whether `velocity_norm/global` is recorded.
-    `velocity_squares` may be None when neither needs it.
+    `rows` is a `(records, record_size)` array of raw rows; `velocities` the
+    `(records, 2)` velocity sums of each row's update (`velocity_columns`).
     """
-    h = len(HEADER)
-    moved = raw[h + 5]
-    if sources:
-        moved = ops.add(moved, ops.multiply(raw[h + 7], gathered_sum(velocity_squares, sources)))
-    ratio = ops.sqrt(ops.divide(moved, ops.maximum(raw[h + 6], 1e-24)))
-    if velocity_norm:
-        velocity = ops.sqrt(ops.sum(velocity_squares))
-    else:
-        velocity = ops.convert_to_tensor(float("nan"), "float32")
-    return ops.concatenate([
-        raw[:h + 3],
-        ops.sqrt(raw[h + 3:h + 5]),
-        ops.stack([ratio, velocity]),
-        raw[h + 8:h + 9],
-        ops.sqrt(raw[h + 9:]),
-    ])
+    rows = np.asarray(rows, np.float64)
+
+    def column(name):
+        return rows[:, _COLUMN[name]]
+
+    gradient_squares = rows[:, _H + len(RAW):]
+    gradient = np.sum(gradient_squares, axis=1)
+    clipped = np.where(column("clipped_squares") == SAME_AS_GRADIENT, gradient,
+                       column("clipped_squares"))
+    moved = column("moved_squares") + column("velocity_scale_squared") * velocities[:, 0]
+    columns = {
+        "learning_rate": column("learning_rate"),
+        "momentum": column("momentum"),
+        "weight_decay": column("weight_decay"),
+        "gradient_norm/global": np.sqrt(gradient),
+        "gradient_norm/global_clipped": np.sqrt(clipped),
+        "update_ratio/global": np.sqrt(moved / np.maximum(column("weight_squares"), 1e-24)),
+        "velocity_norm/global": np.sqrt(velocities[:, 1]),
+        "nonfinite_steps": column("nonfinite_steps"),
+    }
+    columns = {name: values.astype(np.float32) for name, values in columns.items()}
+    norms = np.sqrt(gradient_squares).astype(np.float32) if per_variable else None
+    return columns, norms
 
 
-def header_step(row):
-    """The update number of a record or raw record (an int32 tensor)."""
-    high = ops.cast(row[0], "int32")
-    return ops.add(ops.multiply(high, STEP_SPLIT), ops.cast(row[1], "int32"))
+def velocity_columns(rows, steps):
+    """Each row's update's velocity sums, `(records, 2)`, and whether they are known.
+
+    A row whose statistics need no velocity (`velocity_lag` NaN) holds its own (0 for
+    the sources, NaN for the total); otherwise they are in the row of that update (lag
+    0) or of the next one (lag 1), which may not be in `rows` yet.
+    """
+    rows = np.asarray(rows, np.float64)
+    sums = rows[:, [_COLUMN["velocity_source_squares"], _COLUMN["velocity_squares"]]]
+    lag = rows[:, _COLUMN["velocity_lag"]]
+    own = np.isnan(lag)
+    found = {
+        int(step - lag_i): values
+        for step, lag_i, values in zip(steps, lag, sums)
+        if not np.isnan(lag_i)
+    }
+    known = own | np.array([int(step) in found for step in steps], dtype=bool)
+    velocities = np.full((len(steps), 2), np.nan)
+    for i, step in enumerate(steps):
+        velocities[i] = sums[i] if own[i] else found.get(int(step), velocities[i])
+    return velocities, known
 
 
 def when(condition, compute, single_replica):
@@ -177,6 +211,21 @@ def ring_row(ring, step, every, row):
     """`ring` with `row` in the slot of the record of update `step`."""
     slot = ops.mod(ops.floor_divide(ops.cast(step, "int32"), every), ring.shape[0])
     return ops.scatter_update(ring.value, ops.reshape(slot, (1, 1)), ops.expand_dims(row, 0))
+
+
+def write_row(ring, step, row, single_replica):
+    """Writes `row` into the slot of update `step` when every update records.
+
+    On TensorFlow on one replica, in place (one scatter into the variable); elsewhere
+    the ring is assigned whole.
+    """
+    if keras.backend.backend() == "tensorflow" and single_replica:
+        import tensorflow as tf  # noqa: PLC0415 (TensorFlow backend only)
+
+        slot = ops.reshape(ops.mod(ops.cast(step, "int32"), ring.shape[0]), (1,))
+        ring.value.scatter_update(tf.IndexedSlices(ops.expand_dims(row, 0), slot))
+        return
+    ring.assign(ring_row(ring, step, 1, row))
 
 
 def square_norms(tensors):

@@ -2,9 +2,11 @@
 
 `StepStatistics` holds the parts of `InstrumentationMixin` that build the in-step
 computation: norms of the old state before the update (`_before_update`,
-`_after_weight_norms`), the raw record of an update (`_raw_record`) and how it reaches the
-ring (`_record`, and `_finish_previous_record` when every update records). The Keras hooks
-that call them, the storage and the host-side reading stay in `instrumentation.py`.
+`_after_weight_norms`, and `_velocity_sums_before_update` when every update records) and
+the raw row of an update (`_raw_row`), written into the ring by `_record`. The step does
+only reductions and one row assembly; the host finishes the rows (`_statistics.finish`).
+The Keras hooks that call them, the storage and the host-side reading stay in
+`instrumentation.py`.
 """
 
 import contextlib
@@ -52,8 +54,8 @@ class StepStatistics:
     def _after_weight_norms(self):
         """On TensorFlow, orders what follows after the reductions of the old state.
 
-        Those are `‖θ‖²` before the update and, when the previous update's record is
-        finished here, `Σ v²` of the velocities it left. The update kernels then find the
+        Those are `‖θ‖²` before the update and, when every update records, `Σ v²` of
+        the velocities the previous update left. The update kernels then find the
         weights and velocities referenced by nobody else and update them in place (and
         the reductions see the old values).
         """
@@ -70,27 +72,35 @@ class StepStatistics:
 
         return tf.control_dependencies(before)
 
-    def _finish_previous_record(self):
-        """Puts the previous update's record in the ring, from its raw record.
+    def _velocity_sums_before_update(self):
+        """When every update records: the previous update's velocity sums, for this row.
 
-        When every update records, an update leaves a raw record (`_statistics_pending`)
-        and the next one finishes it with the velocities' norms, which it reads before
-        changing them. That work then depends only on the state at the start of the step
-        and overlaps the forward pass, instead of waiting for the last update kernel at
-        the end of the step. The velocities do not change in between: only updates change
-        them (skipped updates and micro-batches under accumulation do not).
+        Velocity norms and the update ratio need the velocities after an update. Reading
+        them at the end of that update's step would wait for its last update kernel;
+        the next update reads them at the start of its step instead, before changing
+        them, off the critical path, and its row carries them (`velocity_lag` 1). The
+        velocities do not change in between: only updates change them (skipped updates
+        and micro-batches under accumulation do not).
         """
         scratch = self._step_scratch
+        scratch.velocity_sums = self._velocity_sums(scratch, lag=1.0)
+
+    def _velocity_sums(self, scratch, lag):
+        """`[Σ v² of the source velocities, Σ v² of all, lag]` for a raw row; `[0, NaN,
+        NaN]` when no recorded statistic needs the velocities."""
+        nan = ops.convert_to_tensor(float("nan"), "float32")
+        zero = ops.convert_to_tensor(0.0, "float32")
         sources = self._velocity_sources(scratch)
         velocity_norm = self._records_velocity_norm()
-        squares = self._velocity_squares(sources, velocity_norm)
-        scratch.previous_velocity_squares = squares
-        raw = self._statistics_pending.value
-        row = st.finish(raw, squares, sources, velocity_norm)
-        ring = self._statistics_record
-        step = st.header_step(raw)
-        # Before any raw record (step 0) the ring keeps its rows.
-        ring.assign(ops.where(ops.greater(step, 0), st.ring_row(ring, step, 1, row), ring.value))
+        if not (sources or velocity_norm):
+            return [zero, nan, nan]
+        squares = st.square_norms(self._velocity_variables())
+        scratch.previous_velocity_squares = squares  # orders the update kernels after it
+        return [
+            st.gathered_sum(squares, sources) if sources else zero,
+            ops.sum(squares) if velocity_norm else nan,
+            ops.convert_to_tensor(lag, "float32"),
+        ]
 
     def _record(self, trainable_variables, hyperparameters):
         # Runs before `apply` counts this update: it is update number iterations + 1.
@@ -98,20 +108,16 @@ class StepStatistics:
         single_replica = st.replica_count() == 1
         scratch = self._step_scratch
         every = self.record_every
+        ring = self._statistics_record
         if every == 1:
-            def raw():
-                return [(self._statistics_pending,
-                         self._raw_record(step, scratch, trainable_variables, hyperparameters))]
-
-            st.when(None, raw, single_replica)
+            row = self._raw_row(step, scratch, trainable_variables, hyperparameters,
+                                scratch.velocity_sums)
+            st.write_row(ring, step, row, single_replica)
         elif every:
             def record():
-                raw = self._raw_record(step, scratch, trainable_variables, hyperparameters)
-                sources = self._velocity_sources(scratch)
-                velocity_norm = self._records_velocity_norm()
-                squares = self._velocity_squares(sources, velocity_norm)
-                row = st.finish(raw, squares, sources, velocity_norm)
-                ring = self._statistics_record
+                # After this update, in its own row.
+                sums = self._velocity_sums(scratch, lag=0.0)
+                row = self._raw_row(step, scratch, trainable_variables, hyperparameters, sums)
                 return [(ring, st.ring_row(ring, step, every, row))]
 
             st.when(st.record_condition(step, every), record, single_replica)
@@ -136,7 +142,7 @@ class StepStatistics:
         """Positions among `_velocity_variables()` of the velocities that are some `Δθ`.
 
         Also kept (`_traced_velocity_sources`) for the host, which finishes the latest
-        raw record when it cannot wait for the next update.
+        record when it cannot wait for the next update.
         """
         sources = []
         if "update_ratio" in self._statistics:
@@ -149,14 +155,10 @@ class StepStatistics:
         self._traced_velocity_sources = sources
         return sources
 
-    def _velocity_squares(self, sources, velocity_norm):
-        if not (sources or velocity_norm):
-            return None
-        return st.square_norms(self._velocity_variables())
-
-    def _raw_record(self, step, scratch, trainable_variables, hyperparameters):
-        """The raw record of this update (`st.RAW`), in few operations (each costs dispatch
-        time): norms stay squared, one reduction per tensor."""
+    def _raw_row(self, step, scratch, trainable_variables, hyperparameters, velocity_sums):
+        """The raw row of this update (`st.RAW`), in few operations (each costs dispatch
+        time): norms stay squared, one reduction per tensor, sums over variables and
+        square roots are the host's."""
         kinds = self._statistics
         nan = ops.convert_to_tensor(float("nan"), "float32")
         raw = dict.fromkeys(st.RAW, nan)
@@ -167,7 +169,6 @@ class StepStatistics:
         squares = None
         if kinds.keys() & {"gradient_norms", "per_variable_norms"}:
             squares = st.square_norms(st.sum_over_replicas(scratch.grads))
-            raw["gradient_squares"] = ops.sum(squares)
         clipped_squares = []
 
         def clipped():
@@ -181,7 +182,7 @@ class StepStatistics:
 
         if "gradient_norms" in kinds:
             if scratch.clipped is scratch.grads:
-                raw["clipped_squares"] = raw["gradient_squares"]
+                raw["clipped_squares"] = ops.convert_to_tensor(st.SAME_AS_GRADIENT, "float32")
             else:
                 raw["clipped_squares"] = ops.sum(clipped())
         if "update_ratio" in kinds:
@@ -198,8 +199,10 @@ class StepStatistics:
             raw["weight_squares"] = ops.sum(weight_squares)
         if getattr(self, "skip_nonfinite", False):
             raw["nonfinite_steps"] = ops.cast(self.nonfinite_steps, "float32")
+        (raw["velocity_source_squares"], raw["velocity_squares"],
+         raw["velocity_lag"]) = velocity_sums
         count = len(self._trainable_variables)
-        if "per_variable_norms" in kinds:
+        if squares is not None:
             per_variable = st.scatter_rows(scratch.indices, squares, (count,))
         else:
             per_variable = ops.zeros((count,), "float32")

@@ -17,10 +17,11 @@ What it adds:
   only (other updates skip the computation where the backend allows a conditional
   assignment). An optimizer nobody asked for statistics adds no operation to the step,
   nor does a step traced inside `statistics_suspended()`, which the loggers use for the
-  executions in which no update records (`records_any`). When every update records, an
-  update leaves a raw record in `statistics_pending` and the next one finishes it (see
-  `_finish_previous_record`). The storage (`statistics_records`, `statistics_histograms`,
-  `statistics_pending`) is created in `build` whatever is enabled, so the optimizer's
+  executions in which no update records (`records_any`). The step writes raw rows of
+  squared norms; the host finishes them when it reads (see `_statistics`). When every
+  update records, the next update reads the velocities the previous one left (see
+  `_velocity_sums_before_update`). The storage (`statistics_records`,
+  `statistics_histograms`) is created in `build` whatever is enabled, so the optimizer's
   variable list (and so every checkpoint) does not depend on which callbacks were
   attached.
 * Strict loading: a saved optimizer state whose variable count or shapes differ raises
@@ -72,10 +73,6 @@ class InstrumentationMixin(StepStatistics):
         # Row 0 holds the update number the histograms below it belong to.
         self._statistics_histograms = self._statistics_variable(
             "histograms", (1 + len(variables), 2 + HISTOGRAM_BINS)
-        )
-        # The latest update's raw record, when every update records (see `_record`).
-        self._statistics_pending = self._statistics_variable(
-            "pending", (st.raw_size(len(variables)),)
         )
 
     def _statistics_variable(self, name, shape):
@@ -193,9 +190,10 @@ class InstrumentationMixin(StepStatistics):
         `histograms=True`, `"histograms"`: `(step, {variable path: (range, counts)})` of
         the latest update that recorded histograms, or None before any.
 
-        When every update records, the latest update's record is finished by the next
-        update (see `_record`); `complete=True` finishes it on the host instead, which
-        reads the velocities, and `complete=False` leaves it out.
+        When every update records, the velocity norms of the latest update (needed by
+        `velocity_norm` and `update_ratio`) are read by the next update (see
+        `_velocity_sums_before_update`); `complete=True` reads them on the host instead,
+        and `complete=False` leaves that record out.
 
         `values` optionally maps optimizer variables' paths to current values, for
         backends (JAX) whose training loop holds state outside the variables. Callers
@@ -217,26 +215,25 @@ class InstrumentationMixin(StepStatistics):
             # its strategy's scope.
             return np.asarray(keras.ops.convert_to_numpy(variable))
 
-        records = read(self._statistics_record)
-        steps = st.decode_steps(records)
+        rows = read(self._statistics_record)
+        steps = st.decode_steps(rows)
         order = np.argsort(steps, kind="stable")
         order = order[steps[order] > 0]
-        records, steps = records[order], steps[order]
-        if complete:
-            latest = self._finished_on_host(read, values, steps[-1] if len(steps) else 0)
+        rows, steps = rows[order], steps[order]
+        velocities, known = st.velocity_columns(rows, steps)
+        if complete and len(steps) and not known[-1]:
+            latest = self._velocity_sums_on_host(read, values, steps[-1])
             if latest is not None:
-                records = np.concatenate([records, latest[None, :]])
-                steps = np.append(steps, st.decode_step(latest))
+                velocities[-1], known[-1] = latest, True
+        rows, steps, velocities = rows[known], steps[known], velocities[known]
         out["steps"] = steps
+        per_variable = "per_variable_norms" in self._statistics
+        finished, norms = st.finish(rows, velocities, per_variable)
         wanted = self._recorded_scalar_names()
-        first = len(st.HEADER)
-        columns = {
-            name: records[:, first + i] for i, name in enumerate(SCALARS) if name in wanted
-        }
-        if "per_variable_norms" in self._statistics:
-            first += len(SCALARS)
+        columns = {name: finished[name] for name in SCALARS if name in wanted}
+        if per_variable:
             for i, path in enumerate(self._statistics_paths()):
-                columns[f"gradient_norm/{path}"] = records[:, first + i]
+                columns[f"gradient_norm/{path}"] = norms[:, i]
         out["columns"] = columns
         if histograms and "histograms" in self._statistics:
             rows = read(self._statistics_histograms)
@@ -249,34 +246,31 @@ class InstrumentationMixin(StepStatistics):
         cache.key, cache.value = key, out
         return out
 
-    def _finished_on_host(self, read, values, latest_step):
-        """The record of the raw record newer than `latest_step`, or None."""
-        raw = read(self._statistics_pending)
+    def _velocity_sums_on_host(self, read, values, latest_step):
+        """The velocity sums after update `latest_step`, read from the velocities now;
+        None when an update has changed them since or this process traced no step."""
         sources = getattr(self, "_traced_velocity_sources", None)
-        if st.decode_step(raw) <= latest_step or sources is None:
+        accumulation = self.gradient_accumulation_steps or 1
+        if sources is None or int(read(self._iterations)) // accumulation != latest_step:
             return None
-        velocity_norm = self._records_velocity_norm()
-        velocities = []
-        if sources or velocity_norm:
-            # The reductions run where the velocities are; only their sums travel.
-            velocities = [
-                values[v.path] if values and v.path in values else v.value
-                for v in self._velocity_variables()
-            ]
-        row = self._host_finish(tuple(sources), velocity_norm)(raw, velocities)
-        return np.asarray(keras.ops.convert_to_numpy(row))
+        velocities = [
+            values[v.path] if values and v.path in values else v.value
+            for v in self._velocity_variables()
+        ]
+        sums = self._host_velocity_sums(tuple(sources))(velocities)
+        return np.asarray(keras.ops.convert_to_numpy(sums), np.float64)
 
-    def _host_finish(self, sources, velocity_norm):
-        """The graph's own `finish`, compiled once for the host (TensorFlow, JAX): the
-        host's record is the step's, at about a fifth of the eager cost (2 ms here)."""
+    def _host_velocity_sums(self, sources):
+        """The step's own reductions, compiled once for the host (TensorFlow, JAX)."""
         cache = self._statistics_cache
-        if cache.finish_key != (sources, velocity_norm):
+        if cache.finish_key != sources:
 
-            def finish(raw, velocities):
-                squares = st.square_norms(velocities) if velocities else None
-                return st.finish(raw, squares, list(sources), velocity_norm)
+            def sums(velocities):
+                squares = st.square_norms(velocities)
+                source = st.gathered_sum(squares, sources) if sources else ops.sum(squares) * 0
+                return ops.stack([source, ops.sum(squares)])
 
-            cache.finish_key, cache.finish = (sources, velocity_norm), st.compiled(finish)
+            cache.finish_key, cache.finish = sources, st.compiled(sums)
         return cache.finish
 
     def read_statistics(self, values=None, histograms=False, cache_key=None):
@@ -382,7 +376,7 @@ class InstrumentationMixin(StepStatistics):
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         hyperparameters = self._step_hyperparameters(learning_rate)
         if self._records_statistics() and self.record_every == 1:
-            self._finish_previous_record()
+            self._velocity_sums_before_update()
         super()._backend_update_step(grads, trainable_variables, hyperparameters)
         if self._records_statistics():
             self._record(trainable_variables, hyperparameters)
