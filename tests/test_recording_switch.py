@@ -191,3 +191,30 @@ def test_each_update_waits_for_the_old_state_norms_not_for_every_gradient():
     aggregations = [op for op in operations if op.type == "IdentityN"]
     assert aggregations
     assert all(not op.control_inputs for op in aggregations)
+
+
+def test_velocity_sums_are_found_in_the_row_that_carries_them():
+    """Hand-made raw rows: with lag 1 a row carries the previous update's velocity sums,
+    with lag 0 its own, and a row needing none (lag NaN) is complete by itself."""
+    from keras_momentum.optimizers import _statistics as st  # noqa: PLC0415
+
+    column = {name: len(st.HEADER) + i for i, name in enumerate(st.RAW)}
+    table = [  # step, lag, Σ v² of the sources, Σ v²
+        (3, 1.0, 30.0, 31.0),  # describes update 2, which has no row here
+        (4, 1.0, 40.0, 41.0),
+        (5, 1.0, 50.0, 51.0),  # update 5's own sums wait for update 6
+        (8, np.nan, 0.0, np.nan),
+        (9, 0.0, 90.0, 91.0),
+    ]
+    rows = np.zeros((len(table), st.record_size(1)), np.float32)
+    for row, (step, lag, source, total) in zip(rows, table):
+        row[1] = step  # step_low; step_high stays 0
+        row[column["velocity_lag"]] = lag
+        row[column["velocity_source_squares"]] = source
+        row[column["velocity_squares"]] = total
+    steps = st.decode_steps(rows)
+    velocities, known = st.velocity_columns(rows, steps)
+    assert list(known) == [True, True, False, True, True]
+    np.testing.assert_array_equal(
+        velocities, [[40, 41], [50, 51], [np.nan, np.nan], [0, np.nan], [90, 91]]
+    )

@@ -111,21 +111,25 @@ def velocity_columns(rows, steps):
 
     A row whose statistics need no velocity (`velocity_lag` NaN) holds its own (0 for
     the sources, NaN for the total); otherwise they are in the row of that update (lag
-    0) or of the next one (lag 1), which may not be in `rows` yet.
+    0) or of the next one (lag 1), which may not be in `rows` yet. `steps` increase.
     """
     rows = np.asarray(rows, np.float64)
     sums = rows[:, [_COLUMN["velocity_source_squares"], _COLUMN["velocity_squares"]]]
     lag = rows[:, _COLUMN["velocity_lag"]]
     own = np.isnan(lag)
-    found = {
-        int(step - lag_i): values
-        for step, lag_i, values in zip(steps, lag, sums)
-        if not np.isnan(lag_i)
-    }
-    known = own | np.array([int(step) in found for step in steps], dtype=bool)
+    carriers = np.flatnonzero(~own)
+    targets = steps[carriers] - lag[carriers].astype(np.int64)  # the updates they describe
+    order = np.argsort(targets, kind="stable")
+    targets, carriers = targets[order], carriers[order]
+    position = np.minimum(np.searchsorted(targets, steps), max(len(targets) - 1, 0))
+    found = np.zeros(len(steps), dtype=bool)
+    if len(targets):
+        found = targets[position] == steps
+    known = own | found
     velocities = np.full((len(steps), 2), np.nan)
-    for i, step in enumerate(steps):
-        velocities[i] = sums[i] if own[i] else found.get(int(step), velocities[i])
+    velocities[own] = sums[own]
+    if len(targets):
+        velocities[found] = sums[carriers[position[found]]]
     return velocities, known
 
 
