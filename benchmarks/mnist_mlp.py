@@ -49,6 +49,9 @@ def build_parser():
                         help="test accuracy whose first epoch, step count and time are reported")
     parser.add_argument("--overhead-rounds", type=int, default=10,
                         help="shuffled rounds measuring the diagnostics' cost (0 skips it)")
+    parser.add_argument("--overhead-copies", type=int,
+                        help=f"separately built models per variant (default {OVERHEAD_INSTANCES}, "
+                        f"{QUICK_OVERHEAD_INSTANCES} with --quick)")
     parser.add_argument("--overhead-optimizer", default="momentum",
                         help="configuration whose diagnostics' cost is measured")
     parser.add_argument("--overhead-breakdown", action="store_true",
@@ -79,7 +82,9 @@ def parse_args(argv):
             args.epochs = QUICK_EPOCHS if args.quick else DEFAULT_EPOCHS
         for flag, value, low in (("epochs", args.epochs, 1), ("batch-size", args.batch_size, 1),
                                  ("repeats", args.repeats, 1),
-                                 ("overhead-rounds", args.overhead_rounds, 0)):
+                                 ("overhead-rounds", args.overhead_rounds, 0),
+                                 ("overhead-copies",
+                                  1 if args.overhead_copies is None else args.overhead_copies, 1)):
             if value < low:
                 raise ValueError(f"`--{flag}` must be at least {low}, got {value}")
         if args.overhead_optimizer not in configs.CONFIGS:
@@ -142,7 +147,8 @@ def main(argv=None):
         results["overhead"] = measure_overhead(
             args.overhead_optimizer, args.precisions[0], dataset, batch_size=args.batch_size,
             steps=QUICK_OVERHEAD_STEPS if args.quick else OVERHEAD_STEPS,
-            instances=QUICK_OVERHEAD_INSTANCES if args.quick else OVERHEAD_INSTANCES,
+            instances=args.overhead_copies if args.overhead_copies is not None else (
+                QUICK_OVERHEAD_INSTANCES if args.quick else OVERHEAD_INSTANCES),
             rounds=args.overhead_rounds, log_dir=os.path.join(args.out, "overhead"),
             seed=args.seed, breakdown=args.overhead_breakdown,
         )

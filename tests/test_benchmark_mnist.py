@@ -60,6 +60,12 @@ def test_unknown_overhead_optimizer_is_an_error(capsys):
     assert "`--overhead-optimizer` must be among" in capsys.readouterr().err
 
 
+def test_overhead_copies_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        mnist_mlp.parse_args(["--overhead-copies", "0"])
+    assert "`--overhead-copies` must be at least 1, got 0" in capsys.readouterr().err
+
+
 def test_embedded_split_is_fixed_and_stratified():
     first, second = data.load_dataset("embedded"), data.load_dataset("embedded")
     np.testing.assert_array_equal(first.y_train, second.y_train)
