@@ -2,10 +2,9 @@
 
 The train step records as little as it can: squared norms, one reduction per tensor, and
 the hyperparameters, assembled into one raw row (`RAW`) that goes straight into a ring on
-the device. Each operation costs dispatch time in the step (about 4 µs each on a 2-core
-CPU, as much as the reductions themselves), so square roots, sums over variables and the
-update ratio are left to the host, which computes them for many rows at once when it
-reads the ring (`finish`, NumPy).
+the device. Each operation costs dispatch time in the step (a few µs on a 2-core CPU),
+so square roots, sums over variables and the update ratio are left to the host, which
+computes them for many rows at once when it reads the ring (`finish`, NumPy).
 
 A raw row is one float32 row: the update number (split in two float32 parts, exact up to
 2**44 updates), the scalars of `RAW` (NaN where not recorded) and the squared gradient norm
