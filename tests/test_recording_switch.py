@@ -71,10 +71,14 @@ def test_the_statistics_free_function_records_nothing(tmp_path):
     switch = model.train_function
     assert (switch.recording_calls, switch.plain_calls) == (0, 5)
     assert len(optimizer.read_records()["steps"]) == 0
-    # Outside `fit` nobody announces the step: `train_on_batch` records (update 6 is not
-    # due, so the step's own conditional leaves the ring empty; update 100 would record).
+    # The logger's fit is over: nobody wants statistics, `train_on_batch` runs plain.
     model.train_on_batch(x[:8], y[:8])
-    assert switch.recording_calls == 1
+    assert (switch.recording_calls, switch.plain_calls) == (0, 6)
+    # Statistics enabled directly are wanted: an execution nobody announces records (update
+    # 7 is not due, so the step's own conditional leaves the ring empty).
+    optimizer.enable_statistics("gradient_norms", every=100)
+    model.train_on_batch(x[:8], y[:8])
+    assert (switch.recording_calls, switch.plain_calls) == (1, 6)
 
 
 def test_histograms_and_scalars_of_different_frequencies(tmp_path):
@@ -112,14 +116,12 @@ def test_loggers_of_two_frequencies_share_one_switch(tmp_path):
     assert sorted(read_events(tmp_path)["learning_rate"]) == [2, 4, 6, 8, 10, 12]
 
 
-@pytest.mark.parametrize("case", ["skip_nonfinite", "loss_scale", "every_update"])
-def test_no_switch_where_the_host_cannot_count_or_every_update_records(tmp_path, case):
+@pytest.mark.parametrize("case", ["skip_nonfinite", "loss_scale"])
+def test_no_switch_where_the_host_cannot_count_the_updates(tmp_path, case):
     if case == "skip_nonfinite":
         optimizer, freq = optimizers.SGD(0.0, skip_nonfinite=True), 2
-    elif case == "loss_scale":
-        optimizer, freq = keras.optimizers.LossScaleOptimizer(optimizers.SGD(0.0)), 2
     else:
-        optimizer, freq = optimizers.SGD(0.0), 1
+        optimizer, freq = keras.optimizers.LossScaleOptimizer(optimizers.SGD(0.0)), 2
     model = compiled_model(optimizer)
     x, y = data(4)
     grads = batch_gradients(model, x, y, range(4))
@@ -218,3 +220,36 @@ def test_velocity_sums_are_found_in_the_row_that_carries_them():
     np.testing.assert_array_equal(
         velocities, [[40, 41], [50, 51], [np.nan, np.nan], [0, np.nan], [90, 91]]
     )
+
+
+def test_an_optimizer_whose_loggers_are_gone_pays_nothing(tmp_path):
+    """After a fit with loggers at update_freq=1, a fit without them runs the
+    statistics-free function and leaves the ring alone; the loggers' next fit records
+    again with the functions already traced (no retrace)."""
+    optimizer = optimizers.SGD(0.05, momentum=0.9)
+    model = compiled_model(optimizer)
+    x, y = data(3)
+
+    def loggers():
+        return [LearningRateLogger(tmp_path), GradientNormLogger(tmp_path)]
+
+    fit(model, x, y, loggers())
+    switch = model.train_function
+    assert isinstance(switch, RecordingSwitch)
+    recording = switch.recording
+    assert (switch.recording_calls, switch.plain_calls) == (3, 0)
+    ring = optimizer.read_records(complete=False)
+    fit(model, x, y, [], initial_epoch=1, epochs=2)
+    assert (switch.recording_calls, switch.plain_calls) == (3, 3)
+    after = optimizer.read_records(complete=False)
+    assert list(after["steps"]) == list(ring["steps"])
+    np.testing.assert_array_equal(after["columns"]["gradient_norm/global"],
+                                  ring["columns"]["gradient_norm/global"])
+    grads = batch_gradients(model, x, y, range(3))
+    fit(model, x, y, loggers(), initial_epoch=2, epochs=3)
+    assert model.train_function is switch and switch.recording is recording
+    assert (switch.recording_calls, switch.plain_calls) == (6, 3)
+    logged = read_events(tmp_path)["gradient_norm/global"]
+    # Updates 4-6 ran without statistics; 7-9 are logged, from the current weights.
+    assert sorted(logged) == [1, 2, 3, 7, 8, 9]
+    assert logged[7] == pytest.approx(norm(grads[0]), rel=1e-5)

@@ -13,8 +13,10 @@ optimizer without statistics.
 
 The host's count must then be the device's: the switch stays out of the way (every
 execution records) when updates may be skipped without being counted (a
-`LossScaleOptimizer`, `skip_nonfinite=True`), and for a call no logger announced
-(`train_on_batch`, or a `fit` without loggers).
+`LossScaleOptimizer`, `skip_nonfinite=True`). A call no logger announced (`train_on_batch`,
+or a later `fit` without loggers) records only while the optimizer's statistics are
+wanted (`statistics_wanted`: enabled directly, or held by a logger whose `fit` has not
+ended), so that an optimizer whose loggers are gone pays nothing.
 """
 
 import keras
@@ -36,7 +38,7 @@ class RecordingSwitch:
 
     def __call__(self, *args, **kwargs):
         position, self.position = self.position, None
-        if position is None or self._records(position):
+        if self.optimizer.statistics_wanted if position is None else self._records(position):
             self.recording_calls += 1
             return self.recording(*args, **kwargs)
         if self.plain is None:
@@ -81,7 +83,8 @@ def install(model, optimizer):
     """The model's switch, wrapping the train function Keras built for this `fit`.
 
     Returns None (and leaves the train function alone) when the host cannot count the
-    updates exactly, or when every update records anyway.
+    updates exactly. When every update records, the switch only adds a Python call per
+    execution, and runs later executions without loggers statistics-free.
     """
     function = model.train_function
     if isinstance(function, RecordingSwitch):
@@ -90,8 +93,6 @@ def install(model, optimizer):
         function = function.recording
     if function is None or not _host_counts_updates(model, optimizer):
         return None
-    if 1 in optimizer.statistics_frequencies.values():
-        return None  # every update records: the switch would only add a Python call
     switch = RecordingSwitch(model, optimizer, function)
     model.train_function = switch
     return switch
