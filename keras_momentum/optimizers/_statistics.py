@@ -253,6 +253,17 @@ def square_norms(tensors):
     return ops.stack([ops.sum(ops.square(ops.cast(v, "float32"))) for v in values])
 
 
+def velocity_sums(squares, sources, total):
+    """`[Σ v² of the velocities at `sources`, Σ v² of all]` from each velocity's `Σ v²`;
+    the second is NaN unless `total`."""
+    whole = ops.sum(squares) if total else ops.convert_to_tensor(float("nan"), "float32")
+    if not sources:
+        return [ops.convert_to_tensor(0.0, "float32"), whole]
+    if total and list(sources) == list(range(squares.shape[0])):
+        return [whole, whole]  # every velocity is some Δθ (SGD): one sum for both
+    return [gathered_sum(squares, sources), whole]
+
+
 def gathered_sum(vector, rows):
     """`Σ vector[rows]`, with no gather when `rows` is all of `vector` in order."""
     if list(rows) == list(range(vector.shape[0])):

@@ -96,14 +96,8 @@ class StepStatistics:
             return [zero, nan, nan]
         squares = st.square_norms(self._velocity_variables())
         scratch.previous_velocity_squares = squares  # orders the update kernels after it
-        total = ops.sum(squares) if velocity_norm else nan
-        if not sources:
-            source = zero
-        elif velocity_norm and list(sources) == list(range(squares.shape[0])):
-            source = total  # every velocity is some Δθ (SGD): one sum for both
-        else:
-            source = st.gathered_sum(squares, sources)
-        return [source, total, ops.convert_to_tensor(lag, "float32")]
+        return [*st.velocity_sums(squares, sources, velocity_norm),
+                ops.convert_to_tensor(lag, "float32")]
 
     def _record(self, trainable_variables, hyperparameters):
         # Runs before `apply` counts this update: it is update number iterations + 1.

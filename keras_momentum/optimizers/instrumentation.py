@@ -291,9 +291,7 @@ class InstrumentationMixin(StepStatistics):
         if cache.finish_key != sources:
 
             def sums(velocities):
-                squares = st.square_norms(velocities)
-                source = st.gathered_sum(squares, sources) if sources else ops.sum(squares) * 0
-                return ops.stack([source, ops.sum(squares)])
+                return ops.stack(st.velocity_sums(st.square_norms(velocities), sources, True))
 
             cache.finish_key, cache.finish = sources, st.compiled(sums)
         return cache.finish
