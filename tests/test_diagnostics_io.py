@@ -155,3 +155,25 @@ def test_each_record_carries_the_wall_time_of_its_own_batch(tmp_path):
     assert sorted(times) == list(range(1, 41))
     gaps = np.diff([times[step] for step in range(1, 41)])
     assert np.all(gaps > 0.01), gaps
+
+
+@pytest.mark.tensorflow
+def test_a_live_tensorboard_keeps_reading_both_loggers(tmp_path):
+    # TensorBoard by default reads a run's event files one after the other and stops
+    # polling a file once a newer one exists; it reloads here after every epoch, as a
+    # live TensorBoard does while training runs.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: PLC0415
+
+    accumulator = EventAccumulator(os.path.join(tmp_path, "train"), size_guidance={"tensors": 0})
+
+    class Reload(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            accumulator.Reload()  # after the loggers' own epoch end (which flushes)
+
+    model = compiled_model(optimizers.SGD(0.1, momentum=0.9))
+    loggers = [LearningRateLogger(tmp_path), GradientNormLogger(tmp_path, per_layer=False)]
+    fit(model, *data(3), [*loggers, Reload()], epochs=3)
+    accumulator.Reload()
+    for tag in ("learning_rate", "gradient_norm/global"):
+        assert [event.step for event in accumulator.Tensors(tag)] == list(range(1, 10)), tag
+    assert len(glob.glob(os.path.join(tmp_path, "train", "events.out.tfevents.*"))) == 1

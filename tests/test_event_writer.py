@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 from tensorboard.util import tensor_util
 
-from keras_momentum.callbacks._event_writer import EventWriter, _masked_crc
+from keras_momentum.callbacks._event_writer import EventWriter, _masked_crc, open_shared, release_shared
 
 
 def events(directory):
@@ -89,3 +89,21 @@ def test_scalar_series_writes_one_event_per_step(tmp_path):
             if i == 0:
                 assert values[tag].metadata.plugin_data.plugin_name == "scalars"
     assert tensor_util.make_ndarray(logged[3].summary.value[0].tensor) == 7.0
+
+
+def test_a_shared_writer_closes_when_its_last_holder_releases_it(tmp_path):
+    first = open_shared(tmp_path, flush_secs=10)
+    second = open_shared(tmp_path / "." , flush_secs=2)  # the same run directory
+    assert second is first and first.flush_secs == 2
+    first.scalars({"a": 1.0}, step=1)
+    release_shared(first)
+    second.scalars({"b": 2.0}, step=1)  # still open for the other holder
+    release_shared(second)
+    assert first.closed
+    third = open_shared(tmp_path, flush_secs=10)  # a later run: a new file
+    assert third is not first
+    release_shared(third)
+    paths = sorted(glob.glob(str(tmp_path / "events.out.tfevents.*")))
+    assert len(paths) == 2
+    tags = [v.tag for e in EventFileLoader(first.path).Load() for v in e.summary.value]
+    assert tags == ["a", "b"]

@@ -79,11 +79,12 @@ class EventWriter:
         self._described_tags = set()
         self._scalar_prefixes = {}  # tag -> bytes of its `Summary.Value` up to the float
         self._stop = threading.Event()
+        self.flush_secs = float(flush_secs)  # read by the flushing thread before each wait
         self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
         self.flush()
         threading.Thread(
             target=_flush_periodically,
-            args=(weakref.ref(self), self._stop, float(flush_secs)),
+            args=(weakref.ref(self), self._stop),
             name="keras_momentum-event-writer",
             daemon=True,
         ).start()
@@ -335,14 +336,71 @@ def _masked_crc(data):
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-def _flush_periodically(writer_ref, stop, interval):
+def _flush_periodically(writer_ref, stop):
     # Holds the writer only weakly between flushes so that an abandoned writer is collected.
-    while not stop.wait(interval):
+    while True:
+        writer = writer_ref()
+        if writer is None:
+            return
+        interval = writer.flush_secs
+        del writer
+        if stop.wait(interval):
+            return
         writer = writer_ref()
         if writer is None:
             return
         writer._flush_if_dirty()
         del writer
+
+
+_SHARED = {}  # run directory -> [its writer, number of holders]
+_SHARED_LOCK = threading.Lock()
+
+
+def open_shared(directory, flush_secs):
+    """The event writer this process's callbacks share for the run `directory`.
+
+    By default TensorBoard reads the event files of a run one after the other and, once
+    a newer file exists, stops polling the older ones: two callbacks writing two files
+    of one run at the same time would see one's charts freeze in a live TensorBoard
+    (until it restarts). So the loggers of a run append to one file, opened by the first
+    `open_shared` and closed by the `release_shared` of the last holder. The shortest
+    `flush_secs` asked for applies.
+
+    Raises:
+        OSError: as `EventWriter` does.
+    """
+    key = _directory_key(directory)
+    with _SHARED_LOCK:
+        entry = _SHARED.get(key)
+        if entry is None or entry[0].closed:
+            entry = _SHARED[key] = [EventWriter(directory, flush_secs), 0]
+        writer = entry[0]
+        entry[1] += 1
+        writer.flush_secs = min(writer.flush_secs, float(flush_secs))
+        return writer
+
+
+def release_shared(writer):
+    """Gives back a writer of `open_shared`; the last holder's release closes it.
+
+    Raises:
+        OSError: when closing the file fails.
+    """
+    key = _directory_key(writer.directory)
+    with _SHARED_LOCK:
+        entry = _SHARED.get(key)
+        if entry is not None and entry[0] is writer:
+            entry[1] -= 1
+            if entry[1] > 0:
+                return
+            del _SHARED[key]
+    writer.close()
+
+
+def _directory_key(directory):
+    directory = os.fspath(directory)
+    return directory if "://" in directory else os.path.abspath(directory)
 
 
 @atexit.register

@@ -13,7 +13,8 @@ is new, once `flush_secs / 2` have passed since the last read, when a histogram 
 and at the end of each epoch and of training. On JAX and PyTorch a read asked for by a
 batch end (which Keras may run in a worker thread, beside the next step) happens at the
 next batch begin, in the training loop. It then writes every new record, at the record's
-update number, to `<log_dir>/train`, one event per update. Records made on the device but
+update number, to `<log_dir>/train`, one event per update, in the event file all loggers
+of that run directory share (`_event_writer.open_shared`). Records made on the device but
 not yet read are written at the start of the next `fit` if a run stops on an exception,
 and at interpreter exit.
 
@@ -36,7 +37,7 @@ import numpy as np
 
 from keras_momentum.callbacks import _recording_switch
 from keras_momentum.callbacks._chief import is_chief
-from keras_momentum.callbacks._event_writer import EventWriter
+from keras_momentum.callbacks import _event_writer
 from keras_momentum.optimizers._statistics import RECORD_SLOTS
 from keras_momentum.optimizers.instrumentation import InstrumentationMixin
 
@@ -305,7 +306,7 @@ class OptimizerLogger(keras.callbacks.Callback):
         try:
             # Reads happen at least every flush_secs / 2, and so do flushes: a record
             # reaches the disk at most flush_secs after its update.
-            return EventWriter(directory, self.flush_secs / 2)
+            return _event_writer.open_shared(directory, self.flush_secs / 2)
         except OSError as error:
             self._fail(f"cannot write to {directory!r}: {error}")
             return None
@@ -331,7 +332,7 @@ class OptimizerLogger(keras.callbacks.Callback):
         writer, self._writer = getattr(self, "_writer", None), None
         if writer is not None:
             try:
-                writer.close()
+                _event_writer.release_shared(writer)
             except OSError as error:
                 self._fail(f"closing the event file failed: {error}")
 

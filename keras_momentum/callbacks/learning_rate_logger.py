@@ -5,6 +5,7 @@ import warnings
 
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 
+from keras_momentum.callbacks import _event_writer
 from keras_momentum.callbacks._optimizer_logger import OptimizerLogger
 
 HYPERPARAMETERS = ("learning_rate", "momentum", "weight_decay")
@@ -102,7 +103,7 @@ class LearningRateLogger(OptimizerLogger):
             if writer is not None:
                 summary = hparams_summary.hparams_pb(hyperparameters)
                 self._guard(lambda: writer.summary(summary, step=0))
-                self._guard(writer.close)
+                self._guard(lambda: _event_writer.release_shared(writer))
 
 
 def optimizer_hyperparameters(optimizer):
