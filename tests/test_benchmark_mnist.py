@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from benchmarks import data, mnist_mlp
+from benchmarks import data, mnist_mlp, overhead
 from benchmarks.idx import IDXError, read_idx
 
 
@@ -64,6 +64,14 @@ def test_overhead_copies_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         mnist_mlp.parse_args(["--overhead-copies", "0"])
     assert "`--overhead-copies` must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_each_variant_is_built_first_by_one_copy():
+    names = ["without", "update_freq_1", "update_freq_100", "in_graph_1"]
+    orders = [overhead.build_order(names, index) for index in range(len(names))]
+    assert sorted(order[0] for order in orders) == sorted(names)
+    assert all(sorted(order) == sorted(names) for order in orders)
+    assert overhead.build_order(names, len(names)) == names
 
 
 def test_embedded_split_is_fixed_and_stratified():
