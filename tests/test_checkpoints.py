@@ -171,3 +171,45 @@ def test_loading_slots_of_other_shapes_raises():
     other.build([keras.Variable(np.zeros((3, 2), "float32")), keras.Variable(np.zeros(2, "float32"))])
     with pytest.raises(ValueError, match=r"has shape \(2, 3\) but .* has shape \(3, 2\)"):
         other.load_own_variables(store)
+
+
+def two_variable_sgd():
+    optimizer = optimizers.SGD(0.05, momentum=0.9)
+    optimizer.build([keras.Variable(np.zeros((3, 2), "float32")), keras.Variable(np.zeros(2, "float32"))])
+    return optimizer
+
+
+def distinct_store(optimizer):
+    """A saved state of `optimizer` whose every entry differs from a fresh one's."""
+    return {
+        str(i): np.full(v.shape, i + 2, ops.convert_to_numpy(v).dtype)
+        for i, v in enumerate(optimizer.variables)
+    }
+
+
+def test_a_failed_load_changes_nothing():
+    store = distinct_store(two_variable_sgd())
+    last = str(len(store) - 1)  # the last velocity: every other entry comes before it
+    store[last] = np.zeros((5,), "float32")
+    other = two_variable_sgd()
+    before = [ops.convert_to_numpy(v) for v in other.variables]
+    with pytest.raises(ValueError, match=r"has shape \(5,\)"):
+        other.load_own_variables(store)
+    for variable, value in zip(other.variables, before):
+        np.testing.assert_array_equal(ops.convert_to_numpy(variable), value)
+
+
+def test_statistics_storage_of_another_layout_starts_empty():
+    # A checkpoint of a version whose record ring had another shape loads; its records
+    # are dropped, everything else is restored.
+    saved = two_variable_sgd()
+    store = distinct_store(saved)
+    paths = [v.path for v in saved.variables]
+    records = str(paths.index(saved._statistics_record.path))
+    store[records] = np.ones((64, 9), "float32")
+    other = two_variable_sgd()
+    other.load_own_variables(store)
+    for i, variable in enumerate(other.variables):
+        expected = np.zeros(variable.shape) if str(i) == records else store[str(i)]
+        np.testing.assert_array_equal(ops.convert_to_numpy(variable), expected)
+    assert len(other.read_records()["steps"]) == 0

@@ -115,7 +115,7 @@ def test_an_execution_longer_than_the_ring_keeps_its_latest_records(tmp_path):
     x, y = data(updates)
     fit(model, x, y, [LearningRateLogger(tmp_path, update_freq=2)])
     logged = read_events(tmp_path)["learning_rate"]
-    # 67 even updates record; the ring keeps the latest `slots` of them.
+    # slots + 3 even updates record; the ring keeps the latest `slots` of them.
     assert sorted(logged) == list(range(updates - 2 * slots + 2, updates + 1, 2))
     assert logged[updates] == pytest.approx(0.1 / updates, rel=1e-6)
 

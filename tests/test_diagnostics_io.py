@@ -19,6 +19,7 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from keras_momentum import optimizers
 from keras_momentum.callbacks import GradientNormLogger, LearningRateLogger
+from keras_momentum.optimizers._statistics import RECORD_SLOTS
 
 
 @pytest.mark.tensorflow
@@ -140,10 +141,13 @@ class Pause(keras.callbacks.Callback):
 
 @pytest.mark.tensorflow
 def test_each_record_carries_the_wall_time_of_its_own_batch(tmp_path):
-    # 40 updates: the read after update 32 leaves record 32 for update 33 to finish, and
-    # the epoch's end writes it; it must keep the time of batch 32, not of a later one.
+    # The read after update `half` (half the ring is new) leaves record `half` for the
+    # next update to finish, and the epoch's end writes it; it must keep the time of
+    # batch `half`, not of a later one.
+    half = RECORD_SLOTS // 2
+    updates = half + 8
     model = compiled_model(optimizers.SGD(0.01, momentum=0.9))
-    x, y = data(40)
+    x, y = data(updates)
     fit(model, x, y, [Pause(), GradientNormLogger(tmp_path)])
     import tensorflow as tf  # noqa: PLC0415
 
@@ -152,8 +156,8 @@ def test_each_record_carries_the_wall_time_of_its_own_batch(tmp_path):
         for event in tf.compat.v1.train.summary_iterator(path):
             if event.summary.value:
                 times[event.step] = event.wall_time
-    assert sorted(times) == list(range(1, 41))
-    gaps = np.diff([times[step] for step in range(1, 41)])
+    assert sorted(times) == list(range(1, updates + 1))
+    gaps = np.diff([times[step] for step in range(1, updates + 1)])
     assert np.all(gaps > 0.01), gaps
 
 

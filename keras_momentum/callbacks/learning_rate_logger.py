@@ -26,9 +26,9 @@ class LearningRateLogger(OptimizerLogger):
     is step 1, and a resumed run continues from the restored count. Under
     `gradient_accumulation_steps` only real updates are logged; with
     `steps_per_execution > 1` every update of an execution is logged, as long as one
-    execution makes at most 64 records (`RECORD_SLOTS`); beyond that its latest 64 are.
+    execution makes at most 256 records (`RECORD_SLOTS`); beyond that its latest 256 are.
 
-    Records wait on the device in a ring of 64 rows. The callback reads the ring in one
+    Records wait on the device in a ring of 256 rows. The callback reads the ring in one
     transfer when half of it is new, at least every `flush_secs / 2` seconds, when a
     histogram is due and at the end of each epoch, so a batch costs Python about a
     microsecond. Records of a `fit` that ended on an exception are written by the next

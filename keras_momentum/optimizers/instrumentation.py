@@ -25,8 +25,10 @@ What it adds:
   variable list (and so every checkpoint) does not depend on which callbacks were
   attached.
 * Strict loading: a saved optimizer state whose variable count or shapes differ raises
-  a `ValueError` instead of being skipped with a warning; so does loading into an
-  optimizer that is not built yet (build it on the model's trainable variables first).
+  a `ValueError` (and loads nothing) instead of being skipped with a warning; so does
+  loading into an optimizer that is not built yet (build it on the model's trainable
+  variables first). Only the statistics storage may differ in shape (a checkpoint of
+  another version of this package): it then starts empty.
 """
 
 import contextlib
@@ -101,14 +103,23 @@ class InstrumentationMixin(StepStatistics):
                 "model's trainable variables or the optimizer's configuration differ from "
                 "those that were saved (or the optimizer is not built yet)."
             )
+        storage = {id(self._statistics_record), id(self._statistics_histograms)}
+        values = []  # all checked before any is assigned: a failed load changes nothing
         for i, variable in enumerate(self.variables):
             value = store[str(i)]
-            if tuple(value.shape) != tuple(variable.shape):
+            if tuple(value.shape) == tuple(variable.shape):
+                values.append(value)
+            elif id(variable) in storage:
+                # Records in another layout (saved by another version of this package)
+                # describe past updates only: the storage starts empty instead.
+                values.append(np.zeros(variable.shape, variable.dtype))
+            else:
                 raise ValueError(
                     f"Cannot load the state of optimizer {self.name!r}: saved variable {i} "
                     f"has shape {tuple(value.shape)} but {variable.path!r} has shape "
                     f"{tuple(variable.shape)}."
                 )
+        for variable, value in zip(self.variables, values):
             variable.assign(value)
 
     # ---------------------------------------------------------- learning rate
