@@ -1,38 +1,36 @@
 """What the diagnostics callbacks cost in training speed.
 
-Identical models (same configuration and seed) train side by side in one process: without
-diagnostics, with LearningRateLogger and GradientNormLogger at update_freq=1, and at
-update_freq=100. Each variant has `instances` separately built copies, because on this kind of
-machine two identical models can differ by several percent for as long as they live (where
-their buffers landed in memory); a variant's speed is the median over all its copies and
-rounds, and the spread of the copies without diagnostics is reported as the noise floor.
+Each model is its own baseline: it trains alternately with the diagnostics attached
+(LearningRateLogger and GradientNormLogger at one `update_freq`) and without them, and the
+cost is the ratio of the two speeds. On this kind of machine two separately built identical
+models can differ by several percent for as long as they live (where their buffers landed
+in memory; in A/A tests the models built after the first ran up to 2.8 % slower than it),
+which comparing two models would count as the diagnostics' cost. A `fit` without the
+loggers after one with them runs the train function traced without statistics (the loggers
+release the optimizer's statistics at `on_train_end`, `_recording_switch`), whose graph is
+that of an optimizer nobody asked for statistics; the only difference left is a Python call
+per execution through the switch.
+
+`instances` models per `update_freq` (statistics of two frequencies on one optimizer would
+merge). With `breakdown=True`, `in_graph_1` models alternate between two train functions of
+their own, with the statistics of every update (what both loggers record at
+`update_freq=1`) and without, and no logger: the in-graph part of the cost.
 
 Two settings are measured, because Keras runs batch-end callbacks differently in them:
 
 * `alone`: the diagnostics are the only batch-level callbacks. They are `async_safe`, so Keras
   hands batch ends to a worker thread and the training loop does not wait for them.
-* `beside_sync`: every model also has a batch-end callback that is not async-safe (as
+* `beside_sync`: every fit also has a batch-end callback that is not async-safe (as
   `keras.callbacks.TensorBoard` is); Keras then calls all batch ends in the training loop and
   waits for each batch's logs.
 
-Copies are built in a rotated order: copy i of a setting builds the variants starting with
-the i-th (`build_order`). In A/A tests (identical models without diagnostics, their train
-functions timed side by side, 3 copies each) the models built after the first ran slower
-than it: the second-built by 2.8, 2.5, 1.4 and 0.0 % in four runs, the last-built by up to
-2.2 %. Always building the variant without diagnostics first would credit that to it.
-
-The copies form groups: copy i of every variant of one setting. After a warm-up round
-(tracing), every round runs each group, in an order shuffled per round, and within a group
-each variant for `steps` steps back to back, in a shuffled order. A fit is timed from
-`on_train_begin` to `on_train_end` by a callback with no batch hooks, so the callbacks' own
-set-up and final writes count, and the timing itself changes nothing in how Keras dispatches.
-
-On a shared machine one 100-step fit can run 10-15 % slower than the next for reasons
-that have nothing to do with it (another process, a frequency change). Two figures are
-reported per variant: the ratio of the median speeds over all copies and rounds, and the
-median over all groups and rounds of the paired ratio (the variant's speed over the speed
-without diagnostics in the same group and round, measured within about two seconds of
-each other), which cancels load changes slower than a group.
+After a warm-up round (tracing both train functions of each model), every round takes
+the models in an order shuffled per round, and fits each for `steps` steps with and without, back to back in a shuffled order:
+the paired ratio (speed with over speed without) compares two fits about a second apart, on
+the same buffers. A fit is timed from the first `on_train_begin` to the last `on_train_end`
+(marks placed first and last among its callbacks), so the loggers' set-up and final writes
+count. Reported per variant: the median over all models and rounds of the paired ratios,
+their quartiles, each model's median, and the ratio of the median speeds.
 """
 
 import os
@@ -53,14 +51,29 @@ SETTINGS = ("alone", "beside_sync")
 IN_GRAPH = "in_graph_1"  # statistics of every update in the step, no logger
 
 
-class FitClock(keras.callbacks.Callback):
-    """Seconds from `on_train_begin` to `on_train_end`; no batch hooks."""
+class FitClock:
+    """The seconds of one `fit`: `callbacks(inner)` puts marks before and after `inner`."""
 
-    def on_train_begin(self, logs=None):
-        self.start = time.perf_counter()
+    def __init__(self):
+        self.begin = self.end = None
+        clock = self
 
-    def on_train_end(self, logs=None):
-        self.seconds = time.perf_counter() - self.start
+        class Begin(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                clock.begin = time.perf_counter()
+
+        class End(keras.callbacks.Callback):
+            def on_train_end(self, logs=None):
+                clock.end = time.perf_counter()
+
+        self._marks = (Begin(), End())
+
+    def callbacks(self, inner):
+        return [self._marks[0], *inner, self._marks[1]]
+
+    @property
+    def seconds(self):
+        return self.end - self.begin
 
 
 class SyncBatchEnd(keras.callbacks.Callback):
@@ -70,60 +83,88 @@ class SyncBatchEnd(keras.callbacks.Callback):
         return
 
 
+class _Subject:
+    """One model of one setting and variant, fit with or without what the variant adds."""
+
+    def __init__(self, setting, name, index, model, log_dir):
+        self.key = f"{setting}-{name}-{index}"
+        self.setting, self.name, self.index, self.model = setting, name, index, model
+        self.log_dir = log_dir
+        self.loggers = [] if name == IN_GRAPH else diagnostics_callbacks(
+            log_dir, int(name.rsplit("_", 1)[1]))
+        self._functions = None  # IN_GRAPH: (without statistics, with)
+
+    def fit(self, x, y, batch_size, attached):
+        """Seconds of one epoch over `x`, with (`attached`) or without the variant's part."""
+        inner = self.loggers if attached else []
+        if self.name == IN_GRAPH:
+            self.model.train_function = self._in_graph_function(attached)
+            inner = []
+        if self.setting == "beside_sync":
+            inner = [*inner, SyncBatchEnd()]
+        clock = FitClock()
+        self.model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0,
+                       callbacks=clock.callbacks(inner))
+        return clock.seconds
+
+    def _in_graph_function(self, recording):
+        if self._functions is None:
+            model, optimizer = self.model, self.model.optimizer
+            model.make_train_function(force=True)
+            free = model.train_function
+
+            def without_statistics(*args, **kwargs):
+                # Traced at its first call, in here: a graph without statistics.
+                with optimizer.statistics_suspended():
+                    return free(*args, **kwargs)
+
+            for logger in diagnostics_callbacks(self.log_dir, 1):
+                logger.set_model(model)  # asks the optimizer for what they record
+            model.make_train_function(force=True)
+            self._functions = (without_statistics, model.train_function)
+        return self._functions[recording]
+
+
 def measure_overhead(config, precision, dataset, *, batch_size, steps, rounds, instances,
                      log_dir, seed, breakdown=False, progress=print):
-    """Returns steps/s without and with diagnostics, and their ratios, for results.json.
+    """Returns steps/s with and without diagnostics, and their ratios, for results.json.
 
-    `breakdown=True` adds the variant `in_graph_1`: the statistics both loggers ask for,
-    recorded on every update inside the train step, with no logger attached. Its cost is
-    the in-graph part of update_freq=1's; the rest is the host's.
+    `breakdown=True` adds the variant `in_graph_1` (see the module docstring).
     """
     keras.backend.clear_session()
     samples = steps * batch_size
     x = np.resize(dataset.x_train, (samples, dataset.x_train.shape[1]))
     y = np.resize(dataset.y_train, (samples,))
-    variants = {"without": None, **{f"update_freq_{freq}": freq for freq in UPDATE_FREQS}}
-    if breakdown:
-        variants[IN_GRAPH] = 1
-    copies = []  # ((setting, variant), copy index, model, callbacks), built interleaved
+    variants = [f"update_freq_{freq}" for freq in UPDATE_FREQS] + ([IN_GRAPH] if breakdown else [])
+    subjects = []
     with runtime.dtype_policy(precision):
         for index in range(instances):
             for setting in SETTINGS:
-                for name in build_order(list(variants), index):
-                    freq = variants[name]
+                for name in variants:
                     keras.utils.set_random_seed(seed)
                     model = build_model()
                     compile_model(model, instrument(CONFIGS[config](steps, rounds + 1)))
-                    callbacks = [] if freq is None else diagnostics_callbacks(
-                        os.path.join(log_dir, f"{setting}-{name}-{index}"), freq
-                    )
-                    if name == IN_GRAPH:
-                        for callback in callbacks:
-                            callback.set_model(model)  # asks the optimizer for statistics
-                        callbacks = []
-                    if setting == "beside_sync":
-                        callbacks.append(SyncBatchEnd())
-                    copies.append(((setting, name), index, model, callbacks))
-        speeds = {(key, index): [] for key, index, _, _ in copies}
-        groups = {}  # (setting, copy index) -> that copy of every variant
-        for copy in copies:
-            groups.setdefault((copy[0][0], copy[1]), []).append(copy)
+                    subjects.append(_Subject(setting, name, index, model, os.path.join(
+                        log_dir, f"{setting}-{name}-{index}")))
+        speeds = {subject.key: {"with": [], "without": []} for subject in subjects}
         order = random.Random(seed)
         for round_index in range(rounds + 1):
-            for group in order.sample(list(groups.values()), len(groups)):
-                for key, index, model, callbacks in order.sample(group, len(group)):
-                    clock = FitClock()
-                    model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0,
-                              callbacks=[clock, *callbacks])
+            for subject in order.sample(subjects, len(subjects)):
+                # The warm-up fits with the loggers first: the fit without them then
+                # traces the statistics-free function, which the loggers' fit may not use.
+                pair = [True, False] if round_index == 0 else order.sample([True, False], 2)
+                for attached in pair:
+                    seconds = subject.fit(x, y, batch_size, attached)
                     if round_index > 0:
-                        speeds[(key, index)].append(steps / clock.seconds)
+                        speeds[subject.key]["with" if attached else "without"].append(
+                            steps / seconds)
             if progress is not None:
                 progress(f"  overhead round {round_index}/{rounds}"
                          + (" (warm-up)" if round_index == 0 else ""))
-    # The in-graph copies prove their statistics were on: records they hold on the device.
+    # The in-graph models prove their statistics were on: records they hold on the device.
     in_graph_records = [
-        len(model.optimizer.read_records()["steps"])
-        for (_, name), _, model, _ in copies if name == IN_GRAPH
+        len(subject.model.optimizer.read_records()["steps"])
+        for subject in subjects if subject.name == IN_GRAPH
     ]
     result = {
         "config": config,
@@ -134,72 +175,58 @@ def measure_overhead(config, precision, dataset, *, batch_size, steps, rounds, i
         "steps_per_second": {},
         "ratio_with_to_without": {},
         "paired_ratio": {},
+        "paired_ratio_quartiles": {},
         "copy_ratios": {},
         "in_graph_records": min(in_graph_records) if in_graph_records else None,
-        "steps_per_second_all": {
-            f"{setting}-{name}-{index}": values
-            for ((setting, name), index), values in speeds.items()
-        },
+        "steps_per_second_all": speeds,
     }
     for setting in SETTINGS:
-        pooled = {
-            name: [v for ((s, n), _), values in speeds.items() if (s, n) == (setting, name)
-                   for v in values]
-            for name in variants
-        }
-        medians = {name: statistics.median(values) for name, values in pooled.items()}
-        base = medians["without"]
-        result["steps_per_second"][setting] = medians
-        result["ratio_with_to_without"][setting] = {
-            name: medians[name] / base for name in variants if name != "without"
-        }
-        result["paired_ratio"][setting] = {
-            name: statistics.median(
-                with_ / without
-                for i in range(instances)
-                for with_, without in zip(speeds[((setting, name), i)],
-                                          speeds[((setting, "without"), i)])
-            )
-            for name in variants if name != "without"
-        }
-        # Each copy's median over the pooled median without diagnostics; the spread of the
-        # "without" copies is what identical models differ by.
-        result["copy_ratios"][setting] = {
-            name: [statistics.median(speeds[((setting, name), i)]) / base
-                   for i in range(instances)]
-            for name in variants
-        }
+        for field in ("steps_per_second", "ratio_with_to_without", "paired_ratio",
+                      "paired_ratio_quartiles", "copy_ratios"):
+            result[field][setting] = {}
+        for name in variants:
+            runs = [speeds[f"{setting}-{name}-{index}"] for index in range(instances)]
+            with_ = [v for run in runs for v in run["with"]]
+            without = [v for run in runs for v in run["without"]]
+            paired = [[a / b for a, b in zip(run["with"], run["without"])] for run in runs]
+            pooled = [ratio for ratios in paired for ratio in ratios]
+            medians = {"with": statistics.median(with_), "without": statistics.median(without)}
+            result["steps_per_second"][setting][name] = medians
+            result["ratio_with_to_without"][setting][name] = medians["with"] / medians["without"]
+            result["paired_ratio"][setting][name] = statistics.median(pooled)
+            result["paired_ratio_quartiles"][setting][name] = _quartiles(pooled)
+            result["copy_ratios"][setting][name] = [statistics.median(r) for r in paired]
     return result
 
 
-def build_order(names, index):
-    """The order in which copy `index` builds the variants `names`: rotated by `index`."""
-    shift = index % len(names)
-    return names[shift:] + names[:shift]
+def _quartiles(values):
+    if len(values) < 2:
+        return [values[0], values[0]]
+    quartiles = statistics.quantiles(values, n=4)
+    return [quartiles[0], quartiles[2]]
 
 
 def format_overhead(result):
-    """Lines for stdout: each update_freq's speed as a ratio to the speed without diagnostics."""
+    """Lines for stdout: each variant's speed with over its speed without, paired per model."""
     lines = [
         f"Diagnostics overhead ({result['config']}, {result['precision']}, "
-        f"{result['instances']} copies x {result['rounds']} rounds x "
-        f"{result['steps_per_measurement']} steps, shuffled, median; ratio of medians to "
-        "without, and median of the ratios paired in time):",
+        f"{result['instances']} models per variant x {result['rounds']} rounds x "
+        f"{result['steps_per_measurement']} steps, each model with and without back to back; "
+        "median paired ratio [quartiles], ratio of median speeds, each model's median):",
     ]
     titles = {"alone": "diagnostics the only batch callbacks",
               "beside_sync": "beside a synchronous batch callback"}
     for setting in SETTINGS:
-        speeds = result["steps_per_second"][setting]
-        copies = result["copy_ratios"][setting]
         lines.append(f"  {titles[setting]}:")
-        lines.append(f"    without diagnostics  {speeds['without']:8.1f} steps/s"
-                     f"{'':29}copies {_ratios(copies['without'])}")
-        for name, ratio in result["ratio_with_to_without"][setting].items():
+        for name, paired in result["paired_ratio"][setting].items():
             label = "in graph only, uf=1" if name == IN_GRAPH else name.replace("_freq_", "_freq=")
+            speeds = result["steps_per_second"][setting][name]
+            low, high = result["paired_ratio_quartiles"][setting][name]
             lines.append(
-                f"    {label:<20} {speeds[name]:8.1f} steps/s  ratio {ratio:.3f}  "
-                f"paired {result['paired_ratio'][setting][name]:.3f}  "
-                f"copies {_ratios(copies[name])}"
+                f"    {label:<20} {speeds['with']:7.1f} / {speeds['without']:7.1f} steps/s  "
+                f"paired {paired:.3f} [{low:.3f}, {high:.3f}]  "
+                f"ratio {result['ratio_with_to_without'][setting][name]:.3f}  "
+                f"models {_ratios(result['copy_ratios'][setting][name])}"
             )
     return "\n".join(lines)
 
