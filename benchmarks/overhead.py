@@ -29,8 +29,9 @@ the models in an order shuffled per round, and fits each for `steps` steps with 
 the paired ratio (speed with over speed without) compares two fits about a second apart, on
 the same buffers. A fit is timed from the first `on_train_begin` to the last `on_train_end`
 (marks placed first and last among its callbacks), so the loggers' set-up and final writes
-count. Reported per variant: the median over all models and rounds of the paired ratios,
-their quartiles, each model's median, and the ratio of the median speeds.
+count. Reported per variant: the median over all models and rounds of the paired ratios
+with a bootstrap 90 % interval of that median, the quartiles of the ratios, each model's
+median, and the ratio of the median speeds.
 """
 
 import os
@@ -176,13 +177,14 @@ def measure_overhead(config, precision, dataset, *, batch_size, steps, rounds, i
         "ratio_with_to_without": {},
         "paired_ratio": {},
         "paired_ratio_quartiles": {},
+        "paired_ratio_interval": {},
         "copy_ratios": {},
         "in_graph_records": min(in_graph_records) if in_graph_records else None,
         "steps_per_second_all": speeds,
     }
     for setting in SETTINGS:
         for field in ("steps_per_second", "ratio_with_to_without", "paired_ratio",
-                      "paired_ratio_quartiles", "copy_ratios"):
+                      "paired_ratio_quartiles", "paired_ratio_interval", "copy_ratios"):
             result[field][setting] = {}
         for name in variants:
             runs = [speeds[f"{setting}-{name}-{index}"] for index in range(instances)]
@@ -195,8 +197,18 @@ def measure_overhead(config, precision, dataset, *, batch_size, steps, rounds, i
             result["ratio_with_to_without"][setting][name] = medians["with"] / medians["without"]
             result["paired_ratio"][setting][name] = statistics.median(pooled)
             result["paired_ratio_quartiles"][setting][name] = _quartiles(pooled)
+            result["paired_ratio_interval"][setting][name] = median_interval(pooled, seed)
             result["copy_ratios"][setting][name] = [statistics.median(r) for r in paired]
     return result
+
+
+def median_interval(values, seed, level=0.9, resamples=2000):
+    """A bootstrap `level` interval of the median of `values` (percentile method)."""
+    values = np.asarray(values, dtype=np.float64)
+    draws = np.random.default_rng(seed).integers(0, len(values), (resamples, len(values)))
+    medians = np.median(values[draws], axis=1)
+    tail = (1 - level) / 2
+    return [float(np.quantile(medians, tail)), float(np.quantile(medians, 1 - tail))]
 
 
 def _quartiles(values):
@@ -212,7 +224,8 @@ def format_overhead(result):
         f"Diagnostics overhead ({result['config']}, {result['precision']}, "
         f"{result['instances']} models per variant x {result['rounds']} rounds x "
         f"{result['steps_per_measurement']} steps, each model with and without back to back; "
-        "median paired ratio [quartiles], ratio of median speeds, each model's median):",
+        "median paired ratio (bootstrap 90 % interval of that median) [quartiles of the "
+        "pairs], ratio of median speeds, each model's median):",
     ]
     titles = {"alone": "diagnostics the only batch callbacks",
               "beside_sync": "beside a synchronous batch callback"}
@@ -222,9 +235,10 @@ def format_overhead(result):
             label = "in graph only, uf=1" if name == IN_GRAPH else name.replace("_freq_", "_freq=")
             speeds = result["steps_per_second"][setting][name]
             low, high = result["paired_ratio_quartiles"][setting][name]
+            below, above = result["paired_ratio_interval"][setting][name]
             lines.append(
                 f"    {label:<20} {speeds['with']:7.1f} / {speeds['without']:7.1f} steps/s  "
-                f"paired {paired:.3f} [{low:.3f}, {high:.3f}]  "
+                f"paired {paired:.3f} ({below:.3f}-{above:.3f}) [{low:.3f}, {high:.3f}]  "
                 f"ratio {result['ratio_with_to_without'][setting][name]:.3f}  "
                 f"models {_ratios(result['copy_ratios'][setting][name])}"
             )

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from benchmarks import data, mnist_mlp
+from benchmarks import data, mnist_mlp, overhead
 from benchmarks.idx import IDXError, read_idx
 
 
@@ -66,6 +66,18 @@ def test_overhead_copies_must_be_positive(capsys):
     assert "`--overhead-copies` must be at least 1, got 0" in capsys.readouterr().err
 
 
+def test_median_interval_covers_the_median_and_narrows_with_more_pairs():
+    rng = np.random.default_rng(3)
+    few, many = rng.normal(0.95, 0.05, 20), rng.normal(0.95, 0.05, 2000)
+    for values in (few, many):
+        low, high = overhead.median_interval(values, seed=0)
+        assert low < np.median(values) < high
+    # The median of n normal draws has standard deviation 1.2533 σ / √n (asymptotically):
+    # a 90 % interval spans 2 · 1.645 of them.
+    expected = 2 * 1.645 * 1.2533 * 0.05 / np.sqrt(len(many))
+    assert np.ptp(overhead.median_interval(many, 0)) == pytest.approx(expected, rel=0.25)
+
+
 def test_embedded_split_is_fixed_and_stratified():
     first, second = data.load_dataset("embedded"), data.load_dataset("embedded")
     np.testing.assert_array_equal(first.y_train, second.y_train)
@@ -118,6 +130,9 @@ def test_quick_run_writes_results_plots_and_logs(tmp_path):
                                 / each[f"{setting}-{name}-0"]["without"][0])
             for name in variants
         }
+        for name in variants:  # one pair: its interval and quartiles are that pair's ratio
+            assert overhead["paired_ratio_interval"][setting][name] == pytest.approx(
+                [overhead["paired_ratio"][setting][name]] * 2)
         assert {name: len(r) for name, r in overhead["copy_ratios"][setting].items()} == (
             dict.fromkeys(variants, 1))
         # The overhead run wrote the diagnostics of its update_freq=1 model; the in-graph
