@@ -117,7 +117,9 @@ def test_loggers_of_two_frequencies_share_one_switch(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["skip_nonfinite", "loss_scale"])
-def test_no_switch_where_the_host_cannot_count_the_updates(tmp_path, case):
+def test_where_the_host_cannot_count_the_updates_announced_executions_record(tmp_path, case):
+    # Every execution of the loggers' fit runs the recording function (its conditional
+    # picks the updates); a later fit without loggers runs the statistics-free one.
     if case == "skip_nonfinite":
         optimizer, freq = optimizers.SGD(0.0, skip_nonfinite=True), 2
     else:
@@ -126,11 +128,18 @@ def test_no_switch_where_the_host_cannot_count_the_updates(tmp_path, case):
     x, y = data(4)
     grads = batch_gradients(model, x, y, range(4))
     fit(model, x, y, [GradientNormLogger(tmp_path, update_freq=freq)])
-    assert not isinstance(model.train_function, RecordingSwitch)
+    switch = model.train_function
+    assert isinstance(switch, RecordingSwitch) and not switch.exact
+    assert (switch.recording_calls, switch.plain_calls) == (4, 0)
     logged = read_events(tmp_path)["gradient_norm/global"]
     steps = list(range(freq, 5, freq))
     assert sorted(logged) == steps
     assert [logged[s] for s in steps] == pytest.approx([norm(grads[s - 1]) for s in steps], rel=1e-5)
+    inner = optimizer.inner_optimizer if case == "loss_scale" else optimizer
+    before = inner.read_records()
+    fit(model, x, y, [], initial_epoch=1, epochs=2)
+    assert (switch.recording_calls, switch.plain_calls) == (4, 4)
+    assert list(inner.read_records()["steps"]) == list(before["steps"]) == steps
 
 
 def test_records_any_matches_a_brute_force_count():

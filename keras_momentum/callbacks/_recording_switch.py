@@ -11,9 +11,10 @@ function Keras built (which records, on the right updates, with the conditional)
 second one, traced with `optimizer.statistics_suspended()`, whose graph is that of an
 optimizer without statistics.
 
-The host's count must then be the device's: the switch stays out of the way (every
-execution records) when updates may be skipped without being counted (a
-`LossScaleOptimizer`, `skip_nonfinite=True`). A call no logger announced (`train_on_batch`,
+The host's count must then be the device's. Where updates may be skipped without being
+counted (a `LossScaleOptimizer`, `skip_nonfinite=True`) the switch is inexact: every
+execution a logger announces runs the recording function, whose own conditional picks the
+updates that record. A call no logger announced (`train_on_batch`,
 or a later `fit` without loggers) records only while the optimizer's statistics are
 wanted (`statistics_wanted`: enabled directly, or held by a logger whose `fit` has not
 ended), so that an optimizer whose loggers are gone pays nothing.
@@ -25,10 +26,11 @@ import keras
 class RecordingSwitch:
     """Calls `recording` or a statistics-free twin of it, as the next execution needs."""
 
-    def __init__(self, model, optimizer, recording):
+    def __init__(self, model, optimizer, recording, exact=True):
         self.model = model
         self.optimizer = optimizer
         self.recording = recording
+        self.exact = exact  # whether the host's count of updates is the device's
         self.plain = None
         # Micro-batches done before the next call, set by a logger's batch-begin hook and
         # used once; None records.
@@ -38,7 +40,11 @@ class RecordingSwitch:
 
     def __call__(self, *args, **kwargs):
         position, self.position = self.position, None
-        if self.optimizer.statistics_wanted if position is None else self._records(position):
+        if position is None:
+            records = self.optimizer.statistics_wanted
+        else:
+            records = not self.exact or self._records(position)
+        if records:
             self.recording_calls += 1
             return self.recording(*args, **kwargs)
         if self.plain is None:
@@ -82,18 +88,19 @@ class RecordingSwitch:
 def install(model, optimizer):
     """The model's switch, wrapping the train function Keras built for this `fit`.
 
-    Returns None (and leaves the train function alone) when the host cannot count the
-    updates exactly. When every update records, the switch only adds a Python call per
-    execution, and runs later executions without loggers statistics-free.
+    Where the host cannot count the updates exactly, or every update records, the switch
+    only adds a Python call per execution, and runs later executions without loggers
+    statistics-free. Returns None when the model has no train function.
     """
     function = model.train_function
     if isinstance(function, RecordingSwitch):
         if function.optimizer is optimizer:
             return function
         function = function.recording
-    if function is None or not _host_counts_updates(model, optimizer):
+    if function is None:
         return None
-    switch = RecordingSwitch(model, optimizer, function)
+    switch = RecordingSwitch(model, optimizer, function,
+                             exact=_host_counts_updates(model, optimizer))
     model.train_function = switch
     return switch
 
