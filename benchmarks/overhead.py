@@ -111,8 +111,16 @@ class _Subject:
     def _in_graph_function(self, recording):
         if self._functions is None:
             model, optimizer = self.model, self.model.optimizer
-            model.make_train_function(force=True)
-            free = model.train_function
+            step = model.train_step
+            # A function of its own: `jax.jit` shares traces between wrappers of one
+            # function, so the recording function would run this one's trace, or the
+            # other way round.
+            model.train_step = lambda *args, **kwargs: step(*args, **kwargs)
+            try:
+                model.make_train_function(force=True)
+                free = model.train_function
+            finally:
+                del model.train_step
 
             def without_statistics(*args, **kwargs):
                 # Traced at its first call, in here: a graph without statistics.

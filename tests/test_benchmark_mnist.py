@@ -78,6 +78,29 @@ def test_median_interval_covers_the_median_and_narrows_with_more_pairs():
     assert np.ptp(overhead.median_interval(many, 0)) == pytest.approx(expected, rel=0.25)
 
 
+def test_in_graph_models_record_only_in_their_recording_fits(tmp_path):
+    from benchmarks.configs import CONFIGS  # noqa: PLC0415
+    from benchmarks.training import build_model, compile_model  # noqa: PLC0415
+    from keras_momentum.optimizers import instrument  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 784), dtype=np.float32), rng.integers(0, 10, 64)
+    model = build_model()
+    compile_model(model, instrument(CONFIGS["momentum"](4, 3)))
+    subject = overhead._Subject("alone", overhead.IN_GRAPH, 0, model, str(tmp_path))
+
+    def recorded():  # the latest record waits for the next update: left out
+        return list(model.optimizer.read_records(complete=False)["steps"])
+
+    assert subject.fit(x, y, 16, attached=False) > 0
+    assert recorded() == []
+    subject.fit(x, y, 16, attached=True)
+    assert recorded() == [5, 6, 7]
+    subject.fit(x, y, 16, attached=False)
+    assert recorded() == [5, 6, 7]
+    assert int(model.optimizer.iterations) == 12
+
+
 def test_embedded_split_is_fixed_and_stratified():
     first, second = data.load_dataset("embedded"), data.load_dataset("embedded")
     np.testing.assert_array_equal(first.y_train, second.y_train)
