@@ -66,7 +66,7 @@ def test_overhead_copies_must_be_positive(capsys):
     assert "`--overhead-copies` must be at least 1, got 0" in capsys.readouterr().err
 
 
-def test_median_interval_covers_the_median_and_narrows_with_more_pairs():
+def test_median_interval_matches_the_spread_of_a_normal_median():
     rng = np.random.default_rng(3)
     few, many = rng.normal(0.95, 0.05, 20), rng.normal(0.95, 0.05, 2000)
     for values in (few, many):

@@ -35,9 +35,8 @@ import weakref
 import keras
 import numpy as np
 
-from keras_momentum.callbacks import _recording_switch
+from keras_momentum.callbacks import _event_writer, _recording_switch
 from keras_momentum.callbacks._chief import is_chief
-from keras_momentum.callbacks import _event_writer
 from keras_momentum.optimizers._statistics import RECORD_SLOTS
 from keras_momentum.optimizers.instrumentation import InstrumentationMixin
 
