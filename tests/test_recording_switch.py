@@ -262,3 +262,38 @@ def test_an_optimizer_whose_loggers_are_gone_pays_nothing(tmp_path):
     # Updates 4-6 ran without statistics; 7-9 are logged, from the current weights.
     assert sorted(logged) == [1, 2, 3, 7, 8, 9]
     assert logged[7] == pytest.approx(norm(grads[0]), rel=1e-5)
+
+
+class FailAtBatch2(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 2:
+            raise RuntimeError("boom")
+
+
+def test_after_a_fit_that_failed_a_fit_without_loggers_runs_statistics_free(tmp_path):
+    # Keras skips `on_train_end` when a fit raises; the loggers' statistics must not go
+    # on recording in later executions nobody announces.
+    model = compiled_model(optimizers.SGD(0.05, momentum=0.9))
+    x, y = data(4)
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(model, x, y, [GradientNormLogger(tmp_path), FailAtBatch2()])
+    switch = model.train_function
+    assert (switch.recording_calls, switch.plain_calls) == (3, 0)
+    fit(model, x, y, [])
+    assert (switch.recording_calls, switch.plain_calls) == (3, 4)
+    model.train_on_batch(x[:8], y[:8])
+    assert (switch.recording_calls, switch.plain_calls) == (3, 5)
+
+
+def test_statistics_enabled_directly_record_in_unannounced_executions(tmp_path):
+    optimizer = optimizers.SGD(0.05, momentum=0.9)
+    model = compiled_model(optimizer)
+    x, y = data(2)
+    fit(model, x, y, [GradientNormLogger(tmp_path)])
+    switch = model.train_function
+    assert not optimizer.statistics_wanted
+    optimizer.enable_statistics("gradient_norms")
+    assert optimizer.statistics_wanted
+    fit(model, x, y, [])
+    assert (switch.recording_calls, switch.plain_calls) == (4, 0)
+    assert list(optimizer.read_records()["steps"]) == [1, 2, 3, 4]

@@ -101,8 +101,6 @@ class OptimizerLogger(keras.callbacks.Callback):
         self._last_step = 0
         self._raw_count = 0
         self._lock = threading.RLock()
-        # Names this logger to the optimizer while it wants statistics (a `fit` with it).
-        self._holder = f"{type(self).__name__}-{id(self)}"
         _LIVE_LOGGERS.add(self)
 
     def _statistics_kinds(self):
@@ -126,10 +124,11 @@ class OptimizerLogger(keras.callbacks.Callback):
         super().set_model(model)
         optimizer = instrumented_optimizer(getattr(model, "optimizer", None), type(self).__name__)
         enabled = optimizer.statistics_frequencies
+        # Recorded in the executions this logger announces (`on_train_batch_begin`).
         optimizer.enable_statistics(*self._statistics_kinds(), every=self.update_freq,
-                                    holder=self._holder)
+                                    direct=False)
         for kind, every in self._extra_statistics().items():
-            optimizer.enable_statistics(kind, every=every, holder=self._holder)
+            optimizer.enable_statistics(kind, every=every, direct=False)
         if optimizer.statistics_frequencies != enabled:
             # Every trainer builds its train function in `fit` after `set_model` when the
             # attribute is None; the new trace records the newly enabled statistics.
@@ -221,8 +220,6 @@ class OptimizerLogger(keras.callbacks.Callback):
             if self._writer is not None:
                 self._read_and_write()
             self._close_writer()
-            # Later executions no logger announces run statistics-free (`_recording_switch`).
-            self._optimizer.release_statistics(self._holder)
 
     def __del__(self):
         try:

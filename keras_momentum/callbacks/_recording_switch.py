@@ -14,10 +14,10 @@ optimizer without statistics.
 The host's count must then be the device's. Where updates may be skipped without being
 counted (a `LossScaleOptimizer`, `skip_nonfinite=True`) the switch is inexact: every
 execution a logger announces runs the recording function, whose own conditional picks the
-updates that record. A call no logger announced (`train_on_batch`,
-or a later `fit` without loggers) records only while the optimizer's statistics are
-wanted (`statistics_wanted`: enabled directly, or held by a logger whose `fit` has not
-ended), so that an optimizer whose loggers are gone pays nothing.
+updates that record. A call no logger announced (`train_on_batch`, or a later `fit`
+without loggers, also after a loggers' `fit` that ended on an exception) records only
+when statistics were enabled directly (`statistics_wanted`), so that an optimizer whose
+loggers are gone pays nothing.
 """
 
 import keras

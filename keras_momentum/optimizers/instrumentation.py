@@ -51,10 +51,8 @@ class InstrumentationMixin(StepStatistics):
         super().__init__(*args, **kwargs)
         self._statistics = {}  # kind -> record every n-th update
         self._statistics_suspended = 0  # > 0 while a step is traced without statistics
-        # Who wants the statistics now (see `statistics_wanted`): enabled directly, or held
-        # by the callbacks named here until they release them.
+        # Whether some statistics were enabled directly (see `statistics_wanted`).
         self._statistics_direct = False
-        self._statistics_holders = frozenset()
         self._statistics_cache = _ReadCache()
         # Tensors handed from one hook of the step to the next; per thread because
         # MirroredStrategy traces each replica's step in its own thread.
@@ -132,14 +130,14 @@ class InstrumentationMixin(StepStatistics):
         return ops.multiply(ops.cast(base, "float32"), self.learning_rate_multiplier)
 
     # ------------------------------------------------------------- statistics
-    def enable_statistics(self, *kinds, every=1, holder=None):
+    def enable_statistics(self, *kinds, every=1, direct=True):
         """Records `kinds` (any of `STATISTICS`) on every `every`-th update, from the next trace.
 
         Statistics already enabled stay enabled; a kind enabled twice is recorded on the
         updates both ask for (the greatest common divisor of the two `every`). Callbacks
-        call this from `set_model`, with a `holder` (a string naming them), and make the
-        model retrace its train function; they `release_statistics(holder)` when their
-        `fit` ends (see `statistics_wanted`).
+        call this from `set_model` with `direct=False`, and make the model retrace its
+        train function: their statistics are recorded in the executions they announce
+        (see `statistics_wanted`).
         """
         for kind in kinds:
             if kind not in STATISTICS:
@@ -151,25 +149,18 @@ class InstrumentationMixin(StepStatistics):
         for kind in kinds:
             merged[kind] = math.gcd(merged.get(kind, every), every)
         self._statistics = merged
-        if holder is None:
-            self._statistics_direct = True
-        else:
-            self._statistics_holders = self._statistics_holders | {holder}
-
-    def release_statistics(self, holder):
-        """`holder` no longer wants the statistics it enabled (they stay enabled)."""
-        self._statistics_holders = self._statistics_holders - {holder}
+        self._statistics_direct = self._statistics_direct or bool(direct)
 
     @property
     def statistics_wanted(self):
-        """Whether anyone wants statistics now: some were enabled directly, or a callback
-        holds them. Executions that no logger announces (a `fit` without loggers after one
-        with them, `train_on_batch`) record only then; otherwise the loggers' switch runs
-        them on the statistics-free train function, so an optimizer nobody listens to
-        pays nothing."""
-        return bool(self._statistics) and (
-            self._statistics_direct or bool(self._statistics_holders)
-        )
+        """Whether executions that no logger announces record: only when statistics were
+        enabled directly (`enable_statistics(..., direct=True)`, the default).
+
+        The loggers announce each execution of their `fit` to their switch; other
+        executions (`train_on_batch`, a `fit` without loggers, after one with them or
+        after one that ended on an exception) then run on the statistics-free train
+        function, so an optimizer nobody listens to pays nothing."""
+        return bool(self._statistics) and self._statistics_direct
 
     @contextlib.contextmanager
     def statistics_suspended(self):
