@@ -87,12 +87,11 @@ class SyncBatchEnd(keras.callbacks.Callback):
 class _Subject:
     """One model of one setting and variant, fit with or without what the variant adds."""
 
-    def __init__(self, setting, name, index, model, log_dir):
+    def __init__(self, setting, name, index, model, log_dir, update_freq):
         self.key = f"{setting}-{name}-{index}"
         self.setting, self.name, self.index, self.model = setting, name, index, model
-        self.log_dir = log_dir
-        self.loggers = [] if name == IN_GRAPH else diagnostics_callbacks(
-            log_dir, int(name.rsplit("_", 1)[1]))
+        # In-graph models only let the loggers ask the optimizer for their statistics.
+        self.loggers = diagnostics_callbacks(log_dir, update_freq)
         self._functions = None  # IN_GRAPH: (without statistics, with)
 
     def fit(self, x, y, batch_size, attached):
@@ -127,7 +126,7 @@ class _Subject:
                 with optimizer.statistics_suspended():
                     return free(*args, **kwargs)
 
-            for logger in diagnostics_callbacks(self.log_dir, 1):
+            for logger in self.loggers:
                 logger.set_model(model)  # asks the optimizer for what they record
             model.make_train_function(force=True)
             self._functions = (without_statistics, model.train_function)
@@ -144,17 +143,19 @@ def measure_overhead(config, precision, dataset, *, batch_size, steps, rounds, i
     samples = steps * batch_size
     x = np.resize(dataset.x_train, (samples, dataset.x_train.shape[1]))
     y = np.resize(dataset.y_train, (samples,))
-    variants = [f"update_freq_{freq}" for freq in UPDATE_FREQS] + ([IN_GRAPH] if breakdown else [])
+    variants = {f"update_freq_{freq}": freq for freq in UPDATE_FREQS}
+    if breakdown:
+        variants[IN_GRAPH] = 1
     subjects = []
     with runtime.dtype_policy(precision):
         for index in range(instances):
             for setting in SETTINGS:
-                for name in variants:
+                for name, update_freq in variants.items():
                     keras.utils.set_random_seed(seed)
                     model = build_model()
                     compile_model(model, instrument(CONFIGS[config](steps, rounds + 1)))
                     subjects.append(_Subject(setting, name, index, model, os.path.join(
-                        log_dir, f"{setting}-{name}-{index}")))
+                        log_dir, f"{setting}-{name}-{index}"), update_freq))
         speeds = {subject.key: {"with": [], "without": []} for subject in subjects}
         order = random.Random(seed)
         for round_index in range(rounds + 1):

@@ -87,7 +87,7 @@ def test_in_graph_models_record_only_in_their_recording_fits(tmp_path):
     x, y = rng.random((64, 784), dtype=np.float32), rng.integers(0, 10, 64)
     model = build_model()
     compile_model(model, instrument(CONFIGS["momentum"](4, 3)))
-    subject = overhead._Subject("alone", overhead.IN_GRAPH, 0, model, str(tmp_path))
+    subject = overhead._Subject("alone", overhead.IN_GRAPH, 0, model, str(tmp_path), 1)
 
     def recorded():  # the latest record waits for the next update: left out
         return list(model.optimizer.read_records(complete=False)["steps"])
