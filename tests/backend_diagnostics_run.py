@@ -68,10 +68,16 @@ def read(log_dir):
     for path in sorted(glob.glob(os.path.join(log_dir, "train", "events.out.tfevents.*"))):
         for event in EventFileLoader(path).Load():
             for value in event.summary.value:
-                series = out.setdefault(value.tag, {})
-                if str(event.step) in series:
-                    raise AssertionError(f"{value.tag} written twice at step {event.step}")
-                series[str(event.step)] = float(tensor_util.make_ndarray(value.tensor))
+                array = tensor_util.make_ndarray(value.tensor)
+                if array.ndim == 2:  # a histogram: rows of (left edge, right edge, count)
+                    found = {f"{value.tag}/low": array[0, 0], f"{value.tag}/high": array[-1, 1]}
+                else:
+                    found = {value.tag: array}
+                for tag, number in found.items():
+                    series = out.setdefault(tag, {})
+                    if str(event.step) in series:
+                        raise AssertionError(f"{tag} written twice at step {event.step}")
+                    series[str(event.step)] = float(number)
     return out
 
 
@@ -164,6 +170,24 @@ def main():
     compare["sparse/statistics_free_executions"] = [
         {"calls": getattr(switch, "plain_calls", None)}, {"calls": 2}
     ]
+
+    # Histograms of every update: the device keeps the latest only, so each must be read
+    # before the next execution (Keras runs batch ends in a worker thread, behind the loop).
+    optimizer = optimizers.instrument(keras.optimizers.SGD(InverseTime()))
+    histogram_dir = os.path.join(log_dir, "histograms")
+    model, kernel, bias, batch_data, logged = train(
+        histogram_dir, optimizer, 30,
+        [GradientNormLogger(histogram_dir, per_layer=False, histogram_freq=1)],
+    )
+    low, high = {}, {}
+    for step, (x, y) in enumerate(batch_data, start=1):
+        grad_kernel, grad_bias = gradients(kernel, bias, x, y)
+        low[str(step)], high[str(step)] = float(grad_kernel.min()), float(grad_kernel.max())
+        kernel = kernel - 0.1 / step * grad_kernel
+        bias = bias - 0.1 / step * grad_bias
+    tag = f"gradient_histogram/{model.trainable_variables[0].path}"
+    compare["histograms/kernel_low"] = [logged[f"{tag}/low"], low]
+    compare["histograms/kernel_high"] = [logged[f"{tag}/high"], high]
 
     print(json.dumps({
         "backend": keras.backend.backend(),

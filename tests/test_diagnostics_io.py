@@ -74,7 +74,8 @@ def test_records_left_by_a_failed_fit_are_written_by_the_next(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("backend", "hide_tensorflow"), [("jax", False), ("jax", True), ("torch", False)]
+    ("backend", "hide_tensorflow"),
+    [("tensorflow", False), ("jax", False), ("jax", True), ("torch", False)],
 )
 def test_other_backends(tmp_path, backend, hide_tensorflow):
     script = os.path.join(os.path.dirname(__file__), "backend_diagnostics_run.py")

@@ -9,8 +9,10 @@ each record into the next row of a ring of `RECORD_SLOTS` rows on the device; ex
 with no such update run a train function without statistics (`_recording_switch`). The
 host does not touch the device after each batch: it counts the updates itself, and reads
 the whole ring in one transfer (shared by all loggers of the optimizer) once half the ring
-is new, once `flush_secs / 2` have passed since the last read, when a histogram is due,
-and at the end of each epoch and of training. On JAX and PyTorch a read asked for by a
+is new, once `flush_secs / 2` have passed since the last read, and at the end of each
+epoch and of training. The device keeps only the latest histograms, so after an update
+that made some the next batch begin, in the training loop, reads them before the next
+execution can replace them (a batch end may run in a worker thread, behind the loop). On JAX and PyTorch a read asked for by a
 batch end (which Keras may run in a worker thread, beside the next step) happens at the
 next batch begin, in the training loop. It then writes every new record, at the record's
 update number, to `<log_dir>/train`, one event per update, in the event file all loggers
@@ -99,7 +101,8 @@ class OptimizerLogger(keras.callbacks.Callback):
         self._writer = None
         self._variable_positions = None
         self._last_step = 0
-        self._raw_count = 0
+        self._raw_count = self._raw_at_epoch = self._histograms_read_at = 0
+        self._accumulation = 1
         self._lock = threading.RLock()
         _LIVE_LOGGERS.add(self)
 
@@ -109,8 +112,9 @@ class OptimizerLogger(keras.callbacks.Callback):
     def _extra_statistics(self):
         return {}
 
-    def _wants_histograms(self, step):
-        return False
+    def _histogram_every(self):
+        """Updates between two histograms this logger writes; 0 for none."""
+        return 0
 
     def _columns(self, names):
         """The record columns (among `names`) this logger writes, as scalar tags."""
@@ -148,6 +152,7 @@ class OptimizerLogger(keras.callbacks.Callback):
             self._record_every = self._optimizer.record_every or self.update_freq
             self._sync_count(self._state_values())
             self._raw_at_epoch = self._raw_count
+            self._histograms_read_at = self._predicted
             # Records of the updates done so far are written or belong to another run.
             self._last_step = self._predicted
             self._times = []  # (updates done, wall time) after each batch not yet written
@@ -168,15 +173,23 @@ class OptimizerLogger(keras.callbacks.Callback):
                 self._guard(lambda: self._writer.start_session(self._predicted + 1))
 
     def on_train_batch_begin(self, batch, logs=None):
+        # Keras calls this hook in the training loop, just before the execution; the
+        # micro-batches of earlier epochs were all counted when this epoch began.
+        position = self._raw_at_epoch + batch
         if self._switch is not None:
-            # Keras calls this hook in the training loop, just before the execution; the
-            # micro-batches of earlier epochs were all counted when this epoch began.
-            self._switch.position = self._raw_at_epoch + batch
-        if self._due_read is not None:
+            self._switch.position = position
+        # The device keeps the histograms of the latest update that made them only, and
+        # batch ends may run in a worker thread, behind the loop: a histogram update
+        # done before this execution is read here, before the execution overwrites it.
+        done = position // self._accumulation
+        every = self._histogram_every()
+        histograms_due = every and done // every > self._histograms_read_at // every
+        if self._due_read is not None or histograms_due:
             with self._lock:
-                complete, self._due_read = self._due_read, None
+                complete, self._due_read = bool(self._due_read), None
                 if self._writer is not None:
-                    self._read_and_write(complete)
+                    self._read_and_write(complete, position)
+                self._histograms_read_at = max(self._histograms_read_at, done)
 
     def on_train_batch_end(self, batch, logs=None):
         if self._writer is None:
@@ -195,7 +208,7 @@ class OptimizerLogger(keras.callbacks.Callback):
             if pending and now - self._read_time >= self.flush_secs / 2:
                 # Also the latest update's record, which the next update would finish.
                 self._read(complete=True)
-            elif pending >= RECORD_SLOTS // 2 or self._wants_histograms(predicted):
+            elif pending >= RECORD_SLOTS // 2:
                 self._read(complete=False)
 
     def _read(self, complete):
@@ -228,22 +241,25 @@ class OptimizerLogger(keras.callbacks.Callback):
             pass
 
     # ------------------------------------------------------------ reading
-    def _read_and_write(self, complete=True):
+    def _read_and_write(self, complete=True, position=0):
         """Writes the records made since the last read.
 
         `complete=False` leaves out a latest record the next update will finish (see
         `InstrumentationMixin.read_records`), which saves reading the velocities.
+        `position`: micro-batches known done, where the training loop knows more than
+        the batch ends counted so far.
         """
         self._due_read = None
         values = self._state_values()
         records = self._optimizer.read_records(
             values,
-            histograms=self._wants_histograms(self._predicted),
+            histograms=bool(self._histogram_every()),
             # Loggers of one optimizer reading after the same batch share one transfer.
-            cache_key=(id(self._model), self._raw_count),
+            cache_key=(id(self._model), max(self._raw_count, position)),
             complete=complete,
         )
         self._read_at, self._read_time = self._predicted, time.time()
+        self._histograms_read_at = max(self._histograms_read_at, self._predicted)
         steps = records["steps"]
         fresh = np.flatnonzero((steps > self._last_step) & (steps % self.update_freq == 0))
         if len(fresh):

@@ -88,9 +88,8 @@ class GradientNormLogger(OptimizerLogger):
     def _extra_statistics(self):
         return {"histograms": self.histogram_freq} if self.histogram_freq else {}
 
-    def _wants_histograms(self, step):
-        freq = self.histogram_freq
-        return bool(freq) and step // freq > self._last_histogram_step // freq
+    def _histogram_every(self):
+        return self.histogram_freq
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
