@@ -132,6 +132,23 @@ def main():
     compare["accumulate/gradient_norm/global"] = [logged["gradient_norm/global"], expected_norm]
     compare["accumulate/momentum"] = [logged["momentum"], {"1": 0.9, "2": 0.9}]
 
+    # Momentum, every update logged: the update ratio against the weights before each
+    # update and the velocities after it (the latest record finished at the fit's end).
+    optimizer = momentum_sgd(0.05, 0.9)
+    model, kernel, bias, batch_data, logged = train(
+        os.path.join(log_dir, "momentum"), optimizer, 6
+    )
+    velocities = [np.zeros_like(kernel), np.zeros_like(bias)]
+    expected_ratio, expected_velocity = {}, {}
+    for step, (x, y) in enumerate(batch_data, start=1):
+        grads = gradients(kernel, bias, x, y)
+        velocities = [0.9 * v - 0.05 * g for v, g in zip(velocities, grads)]
+        expected_ratio[str(step)] = norm(velocities) / norm([kernel, bias])
+        expected_velocity[str(step)] = norm(velocities)
+        kernel, bias = kernel + velocities[0], bias + velocities[1]
+    compare["momentum/update_ratio"] = [logged["update_ratio/global"], expected_ratio]
+    compare["momentum/velocity_norm"] = [logged["velocity_norm/global"], expected_velocity]
+
     # A fit longer than half the ring: reads during the fit, on JAX from the trainer's
     # state, which the next step donates.
     optimizer = optimizers.instrument(keras.optimizers.SGD(InverseTime()))

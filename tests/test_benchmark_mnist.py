@@ -89,15 +89,18 @@ def test_in_graph_models_record_only_in_their_recording_fits(tmp_path):
     compile_model(model, instrument(CONFIGS["momentum"](4, 3)))
     subject = overhead._Subject("alone", overhead.IN_GRAPH, 0, model, str(tmp_path), 1)
 
-    def recorded():  # the latest record waits for the next update: left out
+    def recorded():
         return list(model.optimizer.read_records(complete=False)["steps"])
 
+    # Updates 5 to 8 record. Where the velocity norms of an update are taken by the next
+    # one (not under JAX), the latest record waits for it and is left out.
+    expected = [5, 6, 7, 8] if model.optimizer._sums_follow_update() else [5, 6, 7]
     assert subject.fit(x, y, 16, attached=False) > 0
     assert recorded() == []
     subject.fit(x, y, 16, attached=True)
-    assert recorded() == [5, 6, 7]
+    assert recorded() == expected
     subject.fit(x, y, 16, attached=False)
-    assert recorded() == [5, 6, 7]
+    assert recorded() == expected
     assert int(model.optimizer.iterations) == 12
 
 

@@ -14,10 +14,11 @@ host reads many records in one transfer, long after they were made.
 
 The velocities' squared norms after an update (for `velocity_norm` and for an update ratio
 whose `Δθ` is a multiple of the velocities) are in the row of that update when not every
-update records (`velocity_lag` 0: the step computes them after its update). When every
-update records, the next update computes them before it changes the velocities, off the
-end of the step, and puts them in its own row (`velocity_lag` 1); the host finishes the
-latest record from the current velocities, or waits for the next update.
+update records (`velocity_lag` 0: the step computes them after its update), and under JAX
+always (XLA fuses them with the update). When every update records on TensorFlow or
+PyTorch, the next update computes them before it changes the velocities, off the end of
+the step, and puts them in its own row (`velocity_lag` 1); the host finishes the latest
+record from the current velocities, or waits for the next update.
 
 Histograms live in a second array, `(variables, 2 + BINS)`: low edge, high edge, then the
 counts of `BINS` equal buckets, of the latest update that recorded them.

@@ -19,8 +19,8 @@ What it adds:
   nor does a step traced inside `statistics_suspended()`, which the loggers use for the
   executions in which no update records (`records_any`). The step writes raw rows of
   squared norms; the host finishes them when it reads (see `_statistics`). When every
-  update records, the next update reads the velocities the previous one left (see
-  `_velocity_sums_before_update`). The storage (`statistics_records`,
+  update records on TensorFlow or PyTorch, the next update reads the velocities the
+  previous one left (see `_velocity_sums_before_update` and `_sums_follow_update`). The storage (`statistics_records`,
   `statistics_histograms`) is created in `build` whatever is enabled, so the optimizer's
   variable list (and so every checkpoint) does not depend on which callbacks were
   attached.
@@ -217,10 +217,10 @@ class InstrumentationMixin(StepStatistics):
         `histograms=True`, `"histograms"`: `(step, {variable path: (range, counts)})` of
         the latest update that recorded histograms, or None before any.
 
-        When every update records, the velocity norms of the latest update (needed by
-        `velocity_norm` and `update_ratio`) are read by the next update (see
-        `_velocity_sums_before_update`); `complete=True` reads them on the host instead,
-        and `complete=False` leaves that record out.
+        When every update records on TensorFlow or PyTorch, the velocity norms of the
+        latest update (needed by `velocity_norm` and `update_ratio`) are read by the next
+        update (see `_velocity_sums_before_update`); `complete=True` reads them on the
+        host instead, and `complete=False` leaves that record out.
 
         `values` optionally maps optimizer variables' paths to current values, for
         backends (JAX) whose training loop holds state outside the variables. Callers
@@ -400,7 +400,8 @@ class InstrumentationMixin(StepStatistics):
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         hyperparameters = self._step_hyperparameters(learning_rate)
-        if self._records_statistics() and self.record_every == 1:
+        if (self._records_statistics() and self.record_every == 1
+                and not self._sums_follow_update()):
             self._velocity_sums_before_update()
         super()._backend_update_step(grads, trainable_variables, hyperparameters)
         if self._records_statistics():
