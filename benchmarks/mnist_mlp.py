@@ -19,6 +19,7 @@ import keras
 from benchmarks import configs, data, plots, report, runtime
 from benchmarks.idx import IDXError
 from benchmarks.overhead import measure_overhead, format_overhead
+from benchmarks.step_overhead import format_step_overhead, measure_step_overhead
 from benchmarks.training import Progress, RunSpec, format_seconds, train_run
 
 DEFAULT_EPOCHS = 10
@@ -57,6 +58,9 @@ def build_parser():
     parser.add_argument("--overhead-breakdown", action="store_true",
                         help="also measure update_freq=1's statistics in the train step "
                         "without the loggers (the in-graph part of the cost)")
+    parser.add_argument("--step-overhead", type=int, default=0,
+                        help="executions per train function timing the in-graph cost one "
+                        "execution at a time (0 skips it; 1500 takes about half a minute)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 epoch on "
                         f"{QUICK_TRAIN_SIZE}/{QUICK_TEST_SIZE} examples, {','.join(configs.QUICK_CONFIGS)}")
     parser.add_argument("--out", default=os.path.join("runs", "mnist_mlp"))
@@ -83,6 +87,7 @@ def parse_args(argv):
         for flag, value, low in (("epochs", args.epochs, 1), ("batch-size", args.batch_size, 1),
                                  ("repeats", args.repeats, 1),
                                  ("overhead-rounds", args.overhead_rounds, 0),
+                                 ("step-overhead", args.step_overhead, 0),
                                  ("overhead-copies",
                                   1 if args.overhead_copies is None else args.overhead_copies, 1)):
             if value < low:
@@ -128,6 +133,7 @@ def main(argv=None):
         "runs": [],
         "summary": [],
         "overhead": None,
+        "step_overhead": None,
     }
     results_path = os.path.join(args.out, "results.json")
     progress = Progress(total_epochs=len(specs) * args.epochs)
@@ -152,6 +158,12 @@ def main(argv=None):
             rounds=args.overhead_rounds, log_dir=os.path.join(args.out, "overhead"),
             seed=args.seed, breakdown=args.overhead_breakdown,
         )
+    if args.step_overhead:
+        print("timing the in-graph cost one execution at a time ...", flush=True)
+        results["step_overhead"] = measure_step_overhead(
+            args.overhead_optimizer, args.precisions[0], dataset, batch_size=args.batch_size,
+            executions=args.step_overhead, seed=args.seed,
+        )
     report.write_results(results_path, results)
     title = f"MLP on {dataset.name} ({len(dataset.x_train)} train), {backend} on {device}"
     plots.plot_curves(results["summary"], os.path.join(args.out, "curves.png"), title)
@@ -163,6 +175,9 @@ def main(argv=None):
     if results["overhead"]:
         print()
         print(format_overhead(results["overhead"]))
+    if results["step_overhead"]:
+        print()
+        print(format_step_overhead(results["step_overhead"]))
     print(f"\ntotal {format_seconds(progress.elapsed())}; results in {results_path}, "
           f"curves.png, time_to_accuracy.png; TensorBoard: tensorboard --logdir "
           f"{os.path.join(args.out, 'tb')}", flush=True)

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from benchmarks import data, mnist_mlp, overhead
+from benchmarks import data, mnist_mlp, overhead, step_overhead
 from benchmarks.idx import IDXError, read_idx
 
 
@@ -102,6 +102,29 @@ def test_in_graph_models_record_only_in_their_recording_fits(tmp_path):
     subject.fit(x, y, 16, attached=False)
     assert recorded() == expected
     assert int(model.optimizer.iterations) == 12
+
+
+def test_step_overhead_alternates_three_functions_of_which_one_records():
+    dataset = data.load_dataset("embedded").head(256, 64)
+    result = step_overhead.measure_step_overhead(
+        "momentum", "float32", dataset, batch_size=32, executions=5, seed=0)
+    # The ring holds exactly the updates the recording function made: neither
+    # statistics-free function recorded, nor shared its trace with the recording one.
+    assert result["records_match"] is True
+    assert set(result["median_ms"]) == {"plain_a", "plain_b", "recording"}
+    assert all(ms > 0 for ms in result["median_ms"].values())
+    for name in ("recording", "a_a"):
+        low, high = result[f"{name}_interval"]
+        assert low <= result[f"{name}_ratio"] <= high
+    assert "of the statistics-free speed" in step_overhead.format_step_overhead(result)
+
+
+def test_speed_ratio_interval_of_constant_times_is_the_ratio():
+    rng = np.random.default_rng(0)
+    assert step_overhead._ratio_interval([2.0] * 9, [1.0] * 7, rng) == [2.0, 2.0]
+    slow, fast = rng.normal(1.0, 0.01, 400), rng.normal(0.5, 0.005, 400)
+    low, high = step_overhead._ratio_interval(slow, fast, rng)
+    assert low < 2.0 < high and high - low < 0.01
 
 
 def test_embedded_split_is_fixed_and_stratified():
