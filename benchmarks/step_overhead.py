@@ -1,14 +1,17 @@
-"""The in-graph part of the diagnostics' cost, one execution at a time.
+"""The in-graph part of the diagnostics' cost, timed execution by execution.
 
 A fit-level pair (`overhead.py`) sees everything the loggers add, but two 100-step fits of
 one model on a shared 2-core machine differ by several percent by themselves. Here one
 model gets three train functions of its own: two traced without statistics (an A/A pair,
 whose ratio shows the instrument's own bias) and one that records every update's
-statistics (what both loggers ask for at `update_freq=1`). Executions of one batch each
-alternate among the three in an order shuffled per cycle, each timed until its outputs
-are ready, so slow drifts of the machine fall on all three alike. The in-graph cost is
-the ratio of median execution times, statistics-free (both functions pooled) over
-recording, with a bootstrap interval.
+statistics (what both loggers ask for at `update_freq=1`). They take turns in blocks of
+`block` executions of one batch, in an order shuffled per cycle, so slow drifts of the
+machine fall on all three alike; each execution is timed until its outputs are ready.
+Part of what a step costs shows in the step after it (alternating single executions
+measured TensorFlow's recording step 1–2 points cheaper than blocks of ten): the
+first execution of each block is run but not counted. The in-graph cost is the ratio of
+median execution times, statistics-free (both functions pooled) over recording, with a
+bootstrap interval.
 
 At `update_freq=1` on TensorFlow a recording update also reduces the velocities the
 previous update left (`velocity_lag` 1); here that update was often a statistics-free one,
@@ -30,8 +33,12 @@ from keras_momentum.optimizers import _statistics, instrument
 FUNCTIONS = ("plain_a", "plain_b", "recording")
 
 
-def measure_step_overhead(config, precision, dataset, *, batch_size, executions, seed):
-    """Per-execution times of the three functions, `executions` each, and their ratios."""
+def measure_step_overhead(config, precision, dataset, *, batch_size, executions, seed,
+                          block=10):
+    """Per-execution times of the three functions, `executions` counted each, and their
+    ratios."""
+    if isinstance(block, bool) or not isinstance(block, int) or block < 2:
+        raise ValueError(f"`block` must be an int >= 2, got {block!r}")
     keras.backend.clear_session()
     samples = 16 * batch_size
     x = np.resize(dataset.x_train, (samples, dataset.x_train.shape[1]))
@@ -57,16 +64,18 @@ def measure_step_overhead(config, precision, dataset, *, batch_size, executions,
                 timed(name)
         order = random.Random(seed)
         seconds = {name: [] for name in FUNCTIONS}
-        for _ in range(executions):
+        for _ in range(-(-executions // (block - 1))):
             for name in order.sample(FUNCTIONS, len(FUNCTIONS)):
-                seconds[name].append(timed(name))
+                timed(name)  # pays for what the previous block left
+                seconds[name] += [timed(name) for _ in range(block - 1)]
         run.finish()
     plain = seconds["plain_a"] + seconds["plain_b"]
     rng = np.random.default_rng(seed)
     return {
         "config": config,
         "precision": precision,
-        "executions": executions,
+        "executions": len(seconds["recording"]),
+        "block": block,
         "median_ms": {name: 1e3 * float(np.median(s)) for name, s in seconds.items()},
         "recording_ratio": _speed_ratio(plain, seconds["recording"]),
         "recording_interval": _ratio_interval(plain, seconds["recording"], rng),
@@ -82,8 +91,9 @@ def format_step_overhead(result):
     a_low, a_high = result["a_a_interval"]
     times = ", ".join(f"{name} {ms:.2f} ms" for name, ms in result["median_ms"].items())
     return (
-        f"In-graph cost, one execution at a time ({result['config']}, {result['precision']}, "
-        f"3 functions x {result['executions']} executions, shuffled; median times {times}):\n"
+        f"In-graph cost, execution by execution ({result['config']}, {result['precision']}, "
+        f"3 functions x {result['executions']} executions in shuffled blocks of "
+        f"{result['block']}; median times {times}):\n"
         f"  recording every update's statistics: {result['recording_ratio']:.3f} "
         f"({low:.3f}-{high:.3f}) of the statistics-free speed\n"
         f"  two statistics-free functions (A/A): {result['a_a_ratio']:.3f} "
