@@ -11,12 +11,13 @@ host does not touch the device after each batch: it counts the updates itself, a
 the whole ring in one transfer (shared by all loggers of the optimizer) once half the ring
 is new, once `flush_secs / 2` have passed since the last read, and at the end of each
 epoch and of training. The device keeps only the latest histograms, so after an update
-that made some the next batch begin, in the training loop, reads them before the next
-execution can replace them (a batch end may run in a worker thread, behind the loop). On JAX and PyTorch a read asked for by a
-batch end (which Keras may run in a worker thread, beside the next step) happens at the
-next batch begin, in the training loop. It then writes every new record, at the record's
-update number, to `<log_dir>/train`, one event per update, in the event file all loggers
-of that run directory share (`_event_writer.open_shared`). Records made on the device but
+that made some, the next batch begin, in the training loop, reads them before the next
+execution can replace them (a batch end may run in a worker thread, behind the loop).
+On JAX and PyTorch a read asked for by a batch end (which Keras may run in a worker
+thread, beside the next step) happens at the next batch begin, in the training loop.
+A read writes every new record, at the record's update number, to `<log_dir>/train`, one
+event per update, in the event file all loggers of that run directory share
+(`_event_writer.open_shared`). Records made on the device but
 not yet read are written at the start of the next `fit` if a run stops on an exception,
 and at interpreter exit.
 

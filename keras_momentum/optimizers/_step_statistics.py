@@ -25,9 +25,10 @@ class StepStatistics:
 
         Computed on the updates that record only (where the backend allows a
         conditional); copies make TensorFlow's in-place update kernels copy the weights.
-        When every `Δθ` is known and not every update records, nothing happens here: the
-        record recovers `θ = θ' - Δθ` from the new weights instead, which saves this
-        conditional on the updates that do not record.
+        When every `Δθ` is known and not every update records (or under JAX, see
+        `_sums_follow_update`), nothing happens here: the record recovers `θ = θ' - Δθ`
+        from the new weights instead, which saves this conditional on the updates that
+        do not record.
         """
         variables = scratch.variables
         scratch.sources = [self._update_source(v, g) for v, g in zip(variables, clipped)]

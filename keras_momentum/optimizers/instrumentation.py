@@ -20,10 +20,10 @@ What it adds:
   executions in which no update records (`records_any`). The step writes raw rows of
   squared norms; the host finishes them when it reads (see `_statistics`). When every
   update records on TensorFlow or PyTorch, the next update reads the velocities the
-  previous one left (see `_velocity_sums_before_update` and `_sums_follow_update`). The storage (`statistics_records`,
-  `statistics_histograms`) is created in `build` whatever is enabled, so the optimizer's
-  variable list (and so every checkpoint) does not depend on which callbacks were
-  attached.
+  previous one left (see `_velocity_sums_before_update` and `_sums_follow_update`).
+  The storage (`statistics_records`, `statistics_histograms`) is created in `build`
+  whatever is enabled, so the optimizer's variable list (and so every checkpoint) does
+  not depend on which callbacks were attached.
 * Strict loading: a saved optimizer state whose variable count or shapes differ raises
   a `ValueError` (and loads nothing) instead of being skipped with a warning; so does
   loading into an optimizer that is not built yet (build it on the model's trainable
