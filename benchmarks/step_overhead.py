@@ -7,9 +7,9 @@ whose ratio shows the instrument's own bias) and one that records every update's
 statistics (what both loggers ask for at `update_freq=1`). They take turns in blocks of
 `block` executions of one batch, in an order shuffled per cycle, so slow drifts of the
 machine fall on all three alike; each execution is timed until its outputs are ready.
-Part of what a step costs shows in the step after it (alternating single executions
-measured TensorFlow's recording step 1–2 points cheaper than blocks of ten): the
-first execution of each block is run but not counted. The in-graph cost is the ratio of
+Part of what a step costs may show in the step after it (alternating single executions
+read TensorFlow's recording step 1–2 points cheaper than blocks of ten in our runs, about
+the size of the noise): the first execution of each block is run but not counted. The in-graph cost is the ratio of
 median execution times, statistics-free (both functions pooled) over recording, with a
 bootstrap interval.
 
