@@ -9,13 +9,13 @@ statistics (what both loggers ask for at `update_freq=1`). They take turns in bl
 machine fall on all three alike; each execution is timed until its outputs are ready.
 Part of what a step costs may show in the step after it (alternating single executions
 read TensorFlow's recording step 1–2 points cheaper than blocks of ten in our runs, about
-the size of the noise): the first execution of each block is run but not counted. The in-graph cost is the ratio of
-median execution times, statistics-free (both functions pooled) over recording, with a
-bootstrap interval.
+the size of the noise): the first execution of each block is run but not counted. The
+in-graph cost is the ratio of median execution times, statistics-free (both functions
+pooled) over recording, with a bootstrap interval.
 
 At `update_freq=1` on TensorFlow a recording update also reduces the velocities the
-previous update left (`velocity_lag` 1); here that update was often a statistics-free one,
-so its record is never finished, but the work per recording step is the same.
+previous update left (`velocity_lag` 1). The last recording update of a block is followed
+by another function's, so its record is never finished; the work per step is the same.
 """
 
 import random
