@@ -165,22 +165,6 @@ def test_histograms_match_numpy(tmp_path):
             np.testing.assert_array_equal(logged[step][:, 2], counts)
 
 
-def test_models_of_one_shape_share_one_trace_of_the_host_velocity_sums(tmp_path):
-    # Each epoch's end finishes the latest record from the velocities on the host, with
-    # a compiled function: once per process for models of one shape, not per optimizer.
-    from keras_momentum.optimizers import instrumentation  # noqa: PLC0415
-
-    instrumentation._host_velocity_sums.cache_clear()
-    sources = set()
-    for index in range(3):
-        model = compiled_model(optimizers.SGD(0.1, momentum=0.9))
-        fit(model, *data(2), [GradientNormLogger(tmp_path / str(index))])
-        sources.add(tuple(model.optimizer._traced_velocity_sources))
-    [key] = sources
-    assert instrumentation._host_velocity_sums(key).experimental_get_tracing_count() == 1
-    assert instrumentation._host_velocity_sums.cache_info().currsize == 1
-
-
 def test_variables_sharing_a_path_get_distinct_tags(tmp_path):
     first, second = keras.layers.Dense(4, name="proj"), keras.layers.Dense(2, name="proj")
     first.build((None, 3))

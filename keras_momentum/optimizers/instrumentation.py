@@ -32,7 +32,6 @@ What it adds:
 """
 
 import contextlib
-import functools
 import math
 import threading
 
@@ -285,8 +284,19 @@ class InstrumentationMixin(StepStatistics):
             values[v.path] if values and v.path in values else v.value
             for v in self._velocity_variables()
         ]
-        sums = _host_velocity_sums(tuple(sources))(velocities)
+        sums = self._host_velocity_sums(tuple(sources))(velocities)
         return np.asarray(keras.ops.convert_to_numpy(sums), np.float64)
+
+    def _host_velocity_sums(self, sources):
+        """The step's own reductions, compiled once for the host (TensorFlow, JAX)."""
+        cache = self._statistics_cache
+        if cache.finish_key != sources:
+
+            def sums(velocities):
+                return ops.stack(st.velocity_sums(st.square_norms(velocities), sources, True))
+
+            cache.finish_key, cache.finish = sources, st.compiled(sums)
+        return cache.finish
 
     def read_statistics(self, values=None, histograms=False, cache_key=None):
         """The latest record as `{name: value}`, with its update number as `"step"`.
@@ -408,24 +418,12 @@ class InstrumentationMixin(StepStatistics):
             super()._distributed_tf_update_step(distribution, grads_and_vars, learning_rate)
 
 
-@functools.lru_cache(maxsize=None)
-def _host_velocity_sums(sources):
-    """The step's own reductions of the velocities, compiled for the host (TensorFlow,
-    JAX) once per process for each `sources`: one trace per set of velocity shapes,
-    however many optimizers share them (a function per optimizer retraced for each, and
-    TensorFlow warned of excessive retracing in processes with several models)."""
-
-    def sums(velocities):
-        return ops.stack(st.velocity_sums(st.square_norms(velocities), sources, True))
-
-    return st.compiled(sums)
-
-
 class _ReadCache:
-    """The latest read: a plain object, so that storing it does not make TensorFlow's
-    attribute tracking wrap it (about 0.3 ms per read on the optimizer)."""
+    """The latest read and the host's compiled `finish`: a plain object, so that storing
+    them in it does not make TensorFlow's attribute tracking wrap them (about 0.3 ms per
+    read on the optimizer)."""
 
-    __slots__ = ("key", "value")
+    __slots__ = ("key", "value", "finish_key", "finish")
 
     def __init__(self):
-        self.key = self.value = None
+        self.key = self.value = self.finish_key = self.finish = None
