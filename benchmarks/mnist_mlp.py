@@ -159,7 +159,7 @@ def main(argv=None):
             seed=args.seed, breakdown=args.overhead_breakdown,
         )
     if args.step_overhead:
-        print("timing the in-graph cost one execution at a time ...", flush=True)
+        print("timing the in-graph cost execution by execution ...", flush=True)
         results["step_overhead"] = measure_step_overhead(
             args.overhead_optimizer, args.precisions[0], dataset, batch_size=args.batch_size,
             executions=args.step_overhead, seed=args.seed,

@@ -109,28 +109,37 @@ class _Subject:
 
     def _in_graph_function(self, recording):
         if self._functions is None:
-            model, optimizer = self.model, self.model.optimizer
-            step = model.train_step
-            # A function of its own: `jax.jit` shares traces between wrappers of one
-            # function, so the recording function would run this one's trace, or the
-            # other way round.
-            model.train_step = lambda *args, **kwargs: step(*args, **kwargs)
-            try:
-                model.make_train_function(force=True)
-                free = model.train_function
-            finally:
-                del model.train_step
-
-            def without_statistics(*args, **kwargs):
-                # Traced at its first call, in here: a graph without statistics.
-                with optimizer.statistics_suspended():
-                    return free(*args, **kwargs)
-
+            model = self.model
+            free = statistics_free(own_train_function(model), model.optimizer)
             for logger in self.loggers:
                 logger.set_model(model)  # asks the optimizer for what they record
             model.make_train_function(force=True)
-            self._functions = (without_statistics, model.train_function)
+            self._functions = (free, model.train_function)
         return self._functions[recording]
+
+
+def own_train_function(model):
+    """A train function of `model` traced from a train step of its own: `jax.jit` shares
+    traces between wrappers of one function, so two train functions made from one train
+    step would run one trace."""
+    step = model.train_step
+    model.train_step = lambda *args, **kwargs: step(*args, **kwargs)
+    try:
+        model.make_train_function(force=True)
+        return model.train_function
+    finally:
+        del model.train_step
+
+
+def statistics_free(function, optimizer):
+    """`function` called inside `optimizer.statistics_suspended()`: traced at its first
+    call, in there, its graph holds no statistics."""
+
+    def call(*args, **kwargs):
+        with optimizer.statistics_suspended():
+            return function(*args, **kwargs)
+
+    return call
 
 
 def measure_overhead(config, precision, dataset, *, batch_size, steps, rounds, instances,

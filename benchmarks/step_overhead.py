@@ -27,6 +27,7 @@ import numpy as np
 
 from benchmarks import runtime
 from benchmarks.configs import CONFIGS
+from benchmarks.overhead import own_train_function, statistics_free
 from benchmarks.training import build_model, compile_model, diagnostics_callbacks
 from keras_momentum.optimizers import _statistics, instrument
 
@@ -103,32 +104,13 @@ def format_step_overhead(result):
 
 def _train_functions(model, optimizer):
     """Two statistics-free train functions and one recording every update's statistics,
-    each traced from a train step of its own (`jax.jit` shares traces between wrappers
-    of one function)."""
-    step = model.train_step
-
-    def own_function():
-        model.train_step = lambda *args, **kwargs: step(*args, **kwargs)
-        try:
-            model.make_train_function(force=True)
-            return model.train_function
-        finally:
-            del model.train_step
-
-    def statistics_free(function):
-        def call(*args, **kwargs):
-            # Traced at its first call, in here: a graph without statistics.
-            with optimizer.statistics_suspended():
-                return function(*args, **kwargs)
-
-        return call
-
-    functions = {"plain_a": statistics_free(own_function()),
-                 "plain_b": statistics_free(own_function())}
+    each traced from a train step of its own."""
+    functions = {name: statistics_free(own_train_function(model), optimizer)
+                 for name in ("plain_a", "plain_b")}
     with tempfile.TemporaryDirectory() as unused:
         for logger in diagnostics_callbacks(unused, 1):
             logger.set_model(model)  # asks the optimizer for what the loggers record
-    functions["recording"] = own_function()
+    functions["recording"] = own_train_function(model)
     return functions
 
 

@@ -1,18 +1,20 @@
-"""Trains with the diagnostics loggers on a non-TensorFlow backend and compares with NumPy.
+"""Trains with the diagnostics loggers on one backend and compares with NumPy.
 
-Run by `test_diagnostics_io.py` in a subprocess with `KERAS_BACKEND=jax` (or `torch`):
+Run by `test_diagnostics_io.py` in a subprocess with `KERAS_BACKEND=jax`, `torch` or
+`tensorflow` (the batch-end worker thread and the device's latest-only histograms meet
+differently on each):
 
     python backend_diagnostics_run.py LOG_DIR [--hide-tensorflow]
 
 `--hide-tensorflow` makes `import tensorflow` fail, as on a machine without TensorFlow.
 The model is one Dense layer, whose mean-squared-error gradients have a closed form; the
-reference replays plain SGD in float64. The first run uses Keras's SGD through
-`instrument`, the second this package's SGD (Keras's again on PyTorch, where
+reference replays SGD in float64. Some runs use Keras's SGD through `instrument`, the
+momentum ones this package's SGD (Keras's again on PyTorch, where
 `keras_momentum.optimizers.SGD` does not run yet: its sparse-gradient test mistakes torch
 tensors, whose `indices` and `values` are methods, for `IndexedSlices`).
 
 Prints one JSON line: the backend, whether TensorFlow got imported, and for each checked
-series the logged and the expected `{step: value}`.
+series the logged and the expected `{step: value}` (a histogram as its low and high edge).
 """
 
 import sys

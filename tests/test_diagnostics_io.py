@@ -1,7 +1,8 @@
-"""The diagnostics loggers' writing: failures, crash safety, HParams, and the JAX backend.
+"""The diagnostics loggers' writing: failures, crash safety, HParams, and every backend.
 
-The JAX (one with TensorFlow made unimportable) and PyTorch runs happen in a subprocess
-running `backend_diagnostics_run.py`, which compares with a NumPy reference and reports JSON.
+The TensorFlow, JAX (one with TensorFlow made unimportable) and PyTorch runs happen in a
+subprocess running `backend_diagnostics_run.py`, which compares with a NumPy reference and
+reports JSON.
 """
 
 import glob
@@ -77,7 +78,7 @@ def test_records_left_by_a_failed_fit_are_written_by_the_next(tmp_path):
     ("backend", "hide_tensorflow"),
     [("tensorflow", False), ("jax", False), ("jax", True), ("torch", False)],
 )
-def test_other_backends(tmp_path, backend, hide_tensorflow):
+def test_each_backend_logs_what_numpy_replays(tmp_path, backend, hide_tensorflow):
     script = os.path.join(os.path.dirname(__file__), "backend_diagnostics_run.py")
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
     args = [sys.executable, script, str(tmp_path)]
