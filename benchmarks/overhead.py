@@ -14,7 +14,10 @@ per execution through the switch.
 `instances` models per `update_freq` (statistics of two frequencies on one optimizer would
 merge). With `breakdown=True`, `in_graph_1` models alternate between two train functions of
 their own, with the statistics of every update (what both loggers record at
-`update_freq=1`) and without, and no logger: the in-graph part of the cost.
+`update_freq=1`) and without, and no logger: the in-graph part of the cost; and `a_a`
+models alternate between two statistics-free train functions of their own, traced
+separately: the resolution of this design, since two traces of one step can run at
+different speeds for as long as they live (where their buffers landed).
 
 Two settings are measured, because Keras runs batch-end callbacks differently in them:
 
@@ -25,13 +28,15 @@ Two settings are measured, because Keras runs batch-end callbacks differently in
   waits for each batch's logs.
 
 After a warm-up round (tracing both train functions of each model), every round takes
-the models in an order shuffled per round, and fits each for `steps` steps with and without, back to back in a shuffled order:
-the paired ratio (speed with over speed without) compares two fits about a second apart, on
-the same buffers. A fit is timed from the first `on_train_begin` to the last `on_train_end`
-(marks placed first and last among its callbacks), so the loggers' set-up and final writes
-count. Reported per variant: the median over all models and rounds of the paired ratios
-with a bootstrap 90 % interval of that median, the quartiles of the ratios, each model's
-median, and the ratio of the median speeds.
+the models in an order shuffled per round, and fits each for `steps` steps with and
+without, back to back in a shuffled order: the paired ratio (speed with over speed
+without) compares two fits about a second apart, on the same buffers. A fit is timed from
+the first `on_train_begin` to the last `on_train_end` (marks placed first and last among
+its callbacks), so the loggers' set-up and final writes count. Reported per variant: the
+median over all models and rounds of the paired ratios with a bootstrap 90 % interval of
+that median (drawing models, then pairs within each drawn model, since a model's pairs
+share its traces), the quartiles of the ratios, each model's median, and the ratio of
+the median speeds.
 """
 
 import os
@@ -50,6 +55,7 @@ from keras_momentum.optimizers import instrument
 UPDATE_FREQS = (1, 100)
 SETTINGS = ("alone", "beside_sync")
 IN_GRAPH = "in_graph_1"  # statistics of every update in the step, no logger
+A_A = "a_a"  # two statistics-free traces, no logger
 
 
 class FitClock:
@@ -92,13 +98,13 @@ class _Subject:
         self.setting, self.name, self.index, self.model = setting, name, index, model
         # In-graph models only let the loggers ask the optimizer for their statistics.
         self.loggers = diagnostics_callbacks(log_dir, update_freq)
-        self._functions = None  # IN_GRAPH: (without statistics, with)
+        self._functions = None  # IN_GRAPH: (without statistics, with); A_A: two without
 
     def fit(self, x, y, batch_size, attached):
         """Seconds of one epoch over `x`, with (`attached`) or without the variant's part."""
         inner = self.loggers if attached else []
-        if self.name == IN_GRAPH:
-            self.model.train_function = self._in_graph_function(attached)
+        if self.name in (IN_GRAPH, A_A):
+            self.model.train_function = self._own_function(attached)
             inner = []
         if self.setting == "beside_sync":
             inner = [*inner, SyncBatchEnd()]
@@ -107,15 +113,19 @@ class _Subject:
                        callbacks=clock.callbacks(inner))
         return clock.seconds
 
-    def _in_graph_function(self, recording):
+    def _own_function(self, second):
         if self._functions is None:
             model = self.model
             free = statistics_free(own_train_function(model), model.optimizer)
-            for logger in self.loggers:
-                logger.set_model(model)  # asks the optimizer for what they record
-            model.make_train_function(force=True)
-            self._functions = (free, model.train_function)
-        return self._functions[recording]
+            if self.name == A_A:
+                other = statistics_free(own_train_function(model), model.optimizer)
+            else:
+                for logger in self.loggers:
+                    logger.set_model(model)  # asks the optimizer for what they record
+                model.make_train_function(force=True)
+                other = model.train_function
+            self._functions = (free, other)
+        return self._functions[second]
 
 
 def own_train_function(model):
@@ -146,7 +156,7 @@ def measure_overhead(config, precision, dataset, *, batch_size, steps, rounds, i
                      log_dir, seed, breakdown=False, progress=print):
     """Returns steps/s with and without diagnostics, and their ratios, for results.json.
 
-    `breakdown=True` adds the variant `in_graph_1` (see the module docstring).
+    `breakdown=True` adds the variants `in_graph_1` and `a_a` (see the module docstring).
     """
     keras.backend.clear_session()
     samples = steps * batch_size
@@ -154,7 +164,7 @@ def measure_overhead(config, precision, dataset, *, batch_size, steps, rounds, i
     y = np.resize(dataset.y_train, (samples,))
     variants = {f"update_freq_{freq}": freq for freq in UPDATE_FREQS}
     if breakdown:
-        variants[IN_GRAPH] = 1
+        variants[IN_GRAPH] = variants[A_A] = 1
     subjects = []
     with runtime.dtype_policy(precision):
         for index in range(instances):
@@ -215,16 +225,24 @@ def measure_overhead(config, precision, dataset, *, batch_size, steps, rounds, i
             result["ratio_with_to_without"][setting][name] = medians["with"] / medians["without"]
             result["paired_ratio"][setting][name] = statistics.median(pooled)
             result["paired_ratio_quartiles"][setting][name] = _quartiles(pooled)
-            result["paired_ratio_interval"][setting][name] = median_interval(pooled, seed)
+            result["paired_ratio_interval"][setting][name] = clustered_median_interval(
+                paired, seed)
             result["copy_ratios"][setting][name] = [statistics.median(r) for r in paired]
     return result
 
 
-def median_interval(values, seed, level=0.9, resamples=2000):
-    """A bootstrap `level` interval of the median of `values` (percentile method)."""
-    values = np.asarray(values, dtype=np.float64)
-    draws = np.random.default_rng(seed).integers(0, len(values), (resamples, len(values)))
-    medians = np.median(values[draws], axis=1)
+def clustered_median_interval(groups, seed, level=0.9, resamples=2000):
+    """A bootstrap `level` interval of the median of all `groups`' values pooled, each
+    resample drawing groups (models) with replacement, then values within each drawn group:
+    a model's pairs share its traces' speeds, so they are not independent of each other.
+    """
+    rng = np.random.default_rng(seed)
+    groups = [np.asarray(g, dtype=np.float64) for g in groups]
+    medians = np.empty(resamples)
+    for i in range(resamples):
+        drawn = rng.integers(0, len(groups), len(groups))
+        medians[i] = np.median(np.concatenate(
+            [groups[g][rng.integers(0, len(groups[g]), len(groups[g]))] for g in drawn]))
     tail = (1 - level) / 2
     return [float(np.quantile(medians, tail)), float(np.quantile(medians, 1 - tail))]
 
@@ -250,7 +268,8 @@ def format_overhead(result):
     for setting in SETTINGS:
         lines.append(f"  {titles[setting]}:")
         for name, paired in result["paired_ratio"][setting].items():
-            label = "in graph only, uf=1" if name == IN_GRAPH else name.replace("_freq_", "_freq=")
+            label = {IN_GRAPH: "in graph only, uf=1", A_A: "A/A, no statistics"}.get(
+                name, name.replace("_freq_", "_freq="))
             speeds = result["steps_per_second"][setting][name]
             low, high = result["paired_ratio_quartiles"][setting][name]
             below, above = result["paired_ratio_interval"][setting][name]

@@ -70,12 +70,21 @@ def test_median_interval_matches_the_spread_of_a_normal_median():
     rng = np.random.default_rng(3)
     few, many = rng.normal(0.95, 0.05, 20), rng.normal(0.95, 0.05, 2000)
     for values in (few, many):
-        low, high = overhead.median_interval(values, seed=0)
+        low, high = overhead.clustered_median_interval([values], seed=0)
         assert low < np.median(values) < high
     # The median of n normal draws has standard deviation 1.2533 σ / √n (asymptotically):
     # a 90 % interval spans 2 · 1.645 of them.
     expected = 2 * 1.645 * 1.2533 * 0.05 / np.sqrt(len(many))
-    assert np.ptp(overhead.median_interval(many, 0)) == pytest.approx(expected, rel=0.25)
+    assert np.ptp(overhead.clustered_median_interval([many], 0)) == pytest.approx(expected, rel=0.25)
+
+
+def test_median_interval_draws_models_whose_pairs_agree_among_themselves():
+    # Three models whose pairs sit tightly around 0.90, 0.95 and 1.00: the pooled median
+    # is 0.95 whatever pairs are drawn, but which model is drawn decides it.
+    rng = np.random.default_rng(4)
+    groups = [rng.normal(mean, 0.001, 20) for mean in (0.90, 0.95, 1.00)]
+    low, high = overhead.clustered_median_interval(groups, seed=0)
+    assert low < 0.91 and high > 0.99
 
 
 def test_in_graph_models_record_only_in_their_recording_fits(tmp_path):
@@ -102,6 +111,27 @@ def test_in_graph_models_record_only_in_their_recording_fits(tmp_path):
     subject.fit(x, y, 16, attached=False)
     assert recorded() == expected
     assert int(model.optimizer.iterations) == 12
+
+
+def test_a_a_models_alternate_two_functions_that_never_record(tmp_path):
+    from benchmarks.configs import CONFIGS  # noqa: PLC0415
+    from benchmarks.training import build_model, compile_model  # noqa: PLC0415
+    from keras_momentum.optimizers import instrument  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 784), dtype=np.float32), rng.integers(0, 10, 64)
+    model = build_model()
+    compile_model(model, instrument(CONFIGS["momentum"](4, 3)))
+    subject = overhead._Subject("alone", overhead.A_A, 0, model, str(tmp_path), 1)
+    subject.fit(x, y, 16, attached=True)
+    first = model.train_function
+    subject.fit(x, y, 16, attached=False)
+    assert model.train_function is not first  # two functions, each run in its own fits
+    subject.fit(x, y, 16, attached=True)
+    assert model.train_function is first
+    assert int(model.optimizer.iterations) == 12
+    assert list(model.optimizer.read_records(complete=True)["steps"]) == []
+    assert not model.optimizer.enabled_statistics
 
 
 def test_step_overhead_alternates_three_functions_of_which_one_records():
@@ -163,7 +193,7 @@ def test_quick_run_writes_results_plots_and_logs(tmp_path):
     assert slots["momentum"] - slots["sgd"] == 4 * weights
     overhead = results["overhead"]
     assert overhead["config"] == "momentum"
-    variants = {"update_freq_1", "update_freq_100", "in_graph_1"}
+    variants = {"update_freq_1", "update_freq_100", "in_graph_1", "a_a"}
     for setting in ("alone", "beside_sync"):
         ratios = overhead["ratio_with_to_without"][setting]
         assert set(ratios) == variants
@@ -188,7 +218,8 @@ def test_quick_run_writes_results_plots_and_logs(tmp_path):
         # model has no logger, but its optimizer recorded statistics.
         run = tmp_path / "overhead" / f"{setting}-update_freq_1-0" / "train"
         assert list(run.glob("events.out.*"))
-        assert not (tmp_path / "overhead" / f"{setting}-in_graph_1-0").exists()
+        for name in ("in_graph_1", "a_a"):
+            assert not (tmp_path / "overhead" / f"{setting}-{name}-0").exists()
     assert overhead["in_graph_records"] > 0
     for name in ("curves.png", "time_to_accuracy.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
