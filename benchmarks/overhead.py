@@ -14,10 +14,12 @@ per execution through the switch.
 `instances` models per `update_freq` (statistics of two frequencies on one optimizer would
 merge). With `breakdown=True`, `in_graph_1` models alternate between two train functions of
 their own, with the statistics of every update (what both loggers record at
-`update_freq=1`) and without, and no logger: the in-graph part of the cost; and `a_a`
-models alternate between two statistics-free train functions of their own, traced
-separately: the resolution of this design, since two traces of one step can run at
-different speeds for as long as they live (where their buffers landed).
+`update_freq=1`) and without, and no logger: the in-graph part of the cost; `hooks_1`
+models run the recording function of `update_freq=1` in every fit, with the loggers and
+without them: the host's part; and `a_a` models alternate between two statistics-free
+train functions of their own, traced separately: the resolution of this design, since
+two traces of one step can run at different speeds for as long as they live (where their
+buffers landed).
 
 Two settings are measured, because Keras runs batch-end callbacks differently in them:
 
@@ -56,6 +58,7 @@ UPDATE_FREQS = (1, 100)
 SETTINGS = ("alone", "beside_sync")
 IN_GRAPH = "in_graph_1"  # statistics of every update in the step, no logger
 A_A = "a_a"  # two statistics-free traces, no logger
+HOOKS = "hooks_1"  # one recording function, with and without the loggers
 
 
 class FitClock:
@@ -106,6 +109,10 @@ class _Subject:
         if self.name in (IN_GRAPH, A_A):
             self.model.train_function = self._own_function(attached)
             inner = []
+        elif self.name == HOOKS and not attached:
+            # The function the loggers' switch calls, called without them.
+            function = self.model.train_function
+            self.model.train_function = getattr(function, "recording", function)
         if self.setting == "beside_sync":
             inner = [*inner, SyncBatchEnd()]
         clock = FitClock()
@@ -156,7 +163,8 @@ def measure_overhead(config, precision, dataset, *, batch_size, steps, rounds, i
                      log_dir, seed, breakdown=False, progress=print):
     """Returns steps/s with and without diagnostics, and their ratios, for results.json.
 
-    `breakdown=True` adds the variants `in_graph_1` and `a_a` (see the module docstring).
+    `breakdown=True` adds the variants `in_graph_1`, `hooks_1` and `a_a` (see the module
+    docstring).
     """
     keras.backend.clear_session()
     samples = steps * batch_size
@@ -164,7 +172,7 @@ def measure_overhead(config, precision, dataset, *, batch_size, steps, rounds, i
     y = np.resize(dataset.y_train, (samples,))
     variants = {f"update_freq_{freq}": freq for freq in UPDATE_FREQS}
     if breakdown:
-        variants[IN_GRAPH] = variants[A_A] = 1
+        variants[IN_GRAPH] = variants[HOOKS] = variants[A_A] = 1
     subjects = []
     with runtime.dtype_policy(precision):
         for index in range(instances):
@@ -268,7 +276,8 @@ def format_overhead(result):
     for setting in SETTINGS:
         lines.append(f"  {titles[setting]}:")
         for name, paired in result["paired_ratio"][setting].items():
-            label = {IN_GRAPH: "in graph only, uf=1", A_A: "A/A, no statistics"}.get(
+            label = {IN_GRAPH: "in graph only, uf=1", HOOKS: "hooks only, uf=1",
+                     A_A: "A/A, no statistics"}.get(
                 name, name.replace("_freq_", "_freq="))
             speeds = result["steps_per_second"][setting][name]
             low, high = result["paired_ratio_quartiles"][setting][name]

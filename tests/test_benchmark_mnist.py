@@ -134,6 +134,28 @@ def test_a_a_models_alternate_two_functions_that_never_record(tmp_path):
     assert not model.optimizer.enabled_statistics
 
 
+def test_hooks_models_record_in_every_fit_with_or_without_loggers(tmp_path):
+    from benchmarks.configs import CONFIGS  # noqa: PLC0415
+    from benchmarks.training import build_model, compile_model  # noqa: PLC0415
+    from keras_momentum.callbacks import _recording_switch  # noqa: PLC0415
+    from keras_momentum.optimizers import instrument  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 784), dtype=np.float32), rng.integers(0, 10, 64)
+    model = build_model()
+    compile_model(model, instrument(CONFIGS["momentum"](4, 3)))
+    subject = overhead._Subject("alone", overhead.HOOKS, 0, model, str(tmp_path), 1)
+    subject.fit(x, y, 16, attached=True)
+    switch = model.train_function
+    assert isinstance(switch, _recording_switch.RecordingSwitch)
+    subject.fit(x, y, 16, attached=False)
+    assert model.train_function is switch.recording  # the same trace, no switch
+    subject.fit(x, y, 16, attached=True)
+    # Every update recorded, in the fits with the loggers and in the one without.
+    assert list(model.optimizer.read_records(complete=True)["steps"]) == list(range(1, 13))
+    assert len(list((tmp_path / "train").glob("events.out.*"))) == 2  # one per loggers' fit
+
+
 def test_step_overhead_alternates_three_functions_of_which_one_records():
     dataset = data.load_dataset("embedded").head(256, 64)
     result = step_overhead.measure_step_overhead(
@@ -193,7 +215,7 @@ def test_quick_run_writes_results_plots_and_logs(tmp_path):
     assert slots["momentum"] - slots["sgd"] == 4 * weights
     overhead = results["overhead"]
     assert overhead["config"] == "momentum"
-    variants = {"update_freq_1", "update_freq_100", "in_graph_1", "a_a"}
+    variants = {"update_freq_1", "update_freq_100", "in_graph_1", "hooks_1", "a_a"}
     for setting in ("alone", "beside_sync"):
         ratios = overhead["ratio_with_to_without"][setting]
         assert set(ratios) == variants
