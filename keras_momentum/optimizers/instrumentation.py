@@ -329,7 +329,8 @@ class InstrumentationMixin(StepStatistics):
         return np.asarray(keras.ops.convert_to_numpy(sums), np.float64)
 
     def _host_velocity_sums(self, sources):
-        """The step's own reductions, compiled once for the host (TensorFlow, JAX)."""
+        """The step's own reductions, compiled once for the host (JAX; TensorFlow reads
+        through `_tf_snapshot` unless `values` are given)."""
         cache = self._statistics_cache
         if cache.finish_key != sources:
 
@@ -460,9 +461,9 @@ class InstrumentationMixin(StepStatistics):
 
 
 class _ReadCache:
-    """The latest read and the host's compiled `finish`: a plain object, so that storing
-    them in it does not make TensorFlow's attribute tracking wrap them (about 0.3 ms per
-    read on the optimizer)."""
+    """The latest read and the host's compiled functions (`finish`, TensorFlow's
+    `snapshots`): a plain object, so that storing them in it does not make TensorFlow's
+    attribute tracking wrap them (about 0.3 ms per read on the optimizer)."""
 
     __slots__ = ("key", "value", "finish_key", "finish", "snapshots")
 
