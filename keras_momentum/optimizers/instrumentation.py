@@ -306,8 +306,7 @@ class InstrumentationMixin(StepStatistics):
             def snapshot():
                 out = [record.value, counter.value]
                 if sources is not None:
-                    out.append(ops.stack(st.velocity_sums(st.square_norms(velocities),
-                                                          sources, True)))
+                    out.append(_velocity_sums_now(velocities, sources))
                 return out
 
             # Keyed by the variables it reads: each optimizer keeps functions of its own.
@@ -335,7 +334,7 @@ class InstrumentationMixin(StepStatistics):
         if cache.finish_key != sources:
 
             def sums(velocities):
-                return ops.stack(st.velocity_sums(st.square_norms(velocities), sources, True))
+                return _velocity_sums_now(velocities, sources)
 
             cache.finish_key, cache.finish = sources, st.compiled(sums)
         return cache.finish
@@ -458,6 +457,11 @@ class InstrumentationMixin(StepStatistics):
         # as soon as its own gradient is ready.
         with self._after_weight_norms():
             super()._distributed_tf_update_step(distribution, grads_and_vars, learning_rate)
+
+
+def _velocity_sums_now(velocities, sources):
+    """`[Σ v² of the velocities at `sources`, Σ v² of all]`, with the step's reductions."""
+    return ops.stack(st.velocity_sums(st.square_norms(velocities), sources, True))
 
 
 class _ReadCache:
