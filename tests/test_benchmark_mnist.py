@@ -87,7 +87,8 @@ def test_median_interval_draws_models_whose_pairs_agree_among_themselves():
     assert low < 0.91 and high > 0.99
 
 
-def test_in_graph_models_record_only_in_their_recording_fits(tmp_path):
+def _subject(tmp_path, name):
+    """A momentum MLP in the overhead benchmark's `name` variant, and 4 batches of 16."""
     from benchmarks.configs import CONFIGS  # noqa: PLC0415
     from benchmarks.training import build_model, compile_model  # noqa: PLC0415
     from keras_momentum.optimizers import instrument  # noqa: PLC0415
@@ -96,7 +97,11 @@ def test_in_graph_models_record_only_in_their_recording_fits(tmp_path):
     x, y = rng.random((64, 784), dtype=np.float32), rng.integers(0, 10, 64)
     model = build_model()
     compile_model(model, instrument(CONFIGS["momentum"](4, 3)))
-    subject = overhead._Subject("alone", overhead.IN_GRAPH, 0, model, str(tmp_path), 1)
+    return model, overhead._Subject("alone", name, 0, model, str(tmp_path), 1), x, y
+
+
+def test_in_graph_models_record_only_in_their_recording_fits(tmp_path):
+    model, subject, x, y = _subject(tmp_path, overhead.IN_GRAPH)
 
     def recorded():
         return list(model.optimizer.read_records(complete=False)["steps"])
@@ -114,15 +119,7 @@ def test_in_graph_models_record_only_in_their_recording_fits(tmp_path):
 
 
 def test_a_a_models_alternate_two_functions_that_never_record(tmp_path):
-    from benchmarks.configs import CONFIGS  # noqa: PLC0415
-    from benchmarks.training import build_model, compile_model  # noqa: PLC0415
-    from keras_momentum.optimizers import instrument  # noqa: PLC0415
-
-    rng = np.random.default_rng(0)
-    x, y = rng.random((64, 784), dtype=np.float32), rng.integers(0, 10, 64)
-    model = build_model()
-    compile_model(model, instrument(CONFIGS["momentum"](4, 3)))
-    subject = overhead._Subject("alone", overhead.A_A, 0, model, str(tmp_path), 1)
+    model, subject, x, y = _subject(tmp_path, overhead.A_A)
     subject.fit(x, y, 16, attached=True)
     first = model.train_function
     subject.fit(x, y, 16, attached=False)
@@ -135,16 +132,9 @@ def test_a_a_models_alternate_two_functions_that_never_record(tmp_path):
 
 
 def test_hooks_models_record_in_every_fit_with_or_without_loggers(tmp_path):
-    from benchmarks.configs import CONFIGS  # noqa: PLC0415
-    from benchmarks.training import build_model, compile_model  # noqa: PLC0415
     from keras_momentum.callbacks import _recording_switch  # noqa: PLC0415
-    from keras_momentum.optimizers import instrument  # noqa: PLC0415
 
-    rng = np.random.default_rng(0)
-    x, y = rng.random((64, 784), dtype=np.float32), rng.integers(0, 10, 64)
-    model = build_model()
-    compile_model(model, instrument(CONFIGS["momentum"](4, 3)))
-    subject = overhead._Subject("alone", overhead.HOOKS, 0, model, str(tmp_path), 1)
+    model, subject, x, y = _subject(tmp_path, overhead.HOOKS)
     subject.fit(x, y, 16, attached=True)
     switch = model.train_function
     assert isinstance(switch, _recording_switch.RecordingSwitch)
