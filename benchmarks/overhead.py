@@ -19,7 +19,9 @@ models run the recording function of `update_freq=1` in every fit, with the logg
 without them: the host's part; and `a_a` models alternate between two statistics-free
 train functions of their own, traced separately: the resolution of this design, since
 two traces of one step can run at different speeds for as long as they live (where their
-buffers landed).
+buffers landed); and `gradient_norms_1` models are fit with and without both loggers at
+`update_freq=1`, `GradientNormLogger` leaving out the update ratio and the velocity norm,
+so that the step reads the gradients only (not the weights or the velocities).
 
 Two settings are measured, because Keras runs batch-end callbacks differently in them:
 
@@ -59,6 +61,7 @@ SETTINGS = ("alone", "beside_sync")
 IN_GRAPH = "in_graph_1"  # statistics of every update in the step, no logger
 A_A = "a_a"  # two statistics-free traces, no logger
 HOOKS = "hooks_1"  # one recording function, with and without the loggers
+GRADIENTS = "gradient_norms_1"  # no update ratio or velocity norm: one pass, over the gradients
 
 
 class FitClock:
@@ -100,7 +103,8 @@ class _Subject:
         self.key = f"{setting}-{name}-{index}"
         self.setting, self.name, self.index, self.model = setting, name, index, model
         # In-graph models only let the loggers ask the optimizer for their statistics.
-        self.loggers = diagnostics_callbacks(log_dir, update_freq)
+        options = {"update_ratio": False, "velocity_norm": False} if name == GRADIENTS else {}
+        self.loggers = diagnostics_callbacks(log_dir, update_freq, **options)
         self._functions = None  # IN_GRAPH: (without statistics, with); A_A: two without
 
     def fit(self, x, y, batch_size, attached):
@@ -163,8 +167,8 @@ def measure_overhead(config, precision, dataset, *, batch_size, steps, rounds, i
                      log_dir, seed, breakdown=False, progress=print):
     """Returns steps/s with and without diagnostics, and their ratios, for results.json.
 
-    `breakdown=True` adds the variants `in_graph_1`, `hooks_1` and `a_a` (see the module
-    docstring).
+    `breakdown=True` adds the variants `in_graph_1`, `hooks_1`, `a_a` and
+    `gradient_norms_1` (see the module docstring).
     """
     keras.backend.clear_session()
     samples = steps * batch_size
@@ -172,7 +176,7 @@ def measure_overhead(config, precision, dataset, *, batch_size, steps, rounds, i
     y = np.resize(dataset.y_train, (samples,))
     variants = {f"update_freq_{freq}": freq for freq in UPDATE_FREQS}
     if breakdown:
-        variants[IN_GRAPH] = variants[HOOKS] = variants[A_A] = 1
+        variants[IN_GRAPH] = variants[HOOKS] = variants[A_A] = variants[GRADIENTS] = 1
     subjects = []
     with runtime.dtype_policy(precision):
         for index in range(instances):
@@ -277,7 +281,7 @@ def format_overhead(result):
         lines.append(f"  {titles[setting]}:")
         for name, paired in result["paired_ratio"][setting].items():
             label = {IN_GRAPH: "in graph only, uf=1", HOOKS: "hooks only, uf=1",
-                     A_A: "A/A, no statistics"}.get(
+                     A_A: "A/A, no statistics", GRADIENTS: "grad. norms only, uf=1"}.get(
                 name, name.replace("_freq_", "_freq="))
             speeds = result["steps_per_second"][setting][name]
             low, high = result["paired_ratio_quartiles"][setting][name]

@@ -48,10 +48,11 @@ def compile_model(model, optimizer):
                   metrics=["accuracy"])
 
 
-def diagnostics_callbacks(log_dir, update_freq):
+def diagnostics_callbacks(log_dir, update_freq, **gradient_options):
+    """Both loggers; `gradient_options` go to `GradientNormLogger` (e.g. `update_ratio=False`)."""
     return [
         LearningRateLogger(log_dir, update_freq=update_freq),
-        GradientNormLogger(log_dir, update_freq=update_freq, per_layer=True),
+        GradientNormLogger(log_dir, update_freq=update_freq, per_layer=True, **gradient_options),
     ]
 
 

@@ -100,6 +100,21 @@ def _subject(tmp_path, name):
     return model, overhead._Subject("alone", name, 0, model, str(tmp_path), 1), x, y
 
 
+def test_gradient_norm_models_write_gradient_norms_without_ratio_or_velocity(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import (  # noqa: PLC0415
+        EventAccumulator,
+    )
+
+    _, subject, x, y = _subject(tmp_path, overhead.GRADIENTS)
+    subject.fit(x, y, 16, attached=True)
+    accumulator = EventAccumulator(str(tmp_path / "train"), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["tensors"])
+    assert {"learning_rate", "gradient_norm/global"} <= tags
+    assert [event.step for event in accumulator.Tensors("gradient_norm/global")] == [1, 2, 3, 4]
+    assert not tags & {"update_ratio/global", "velocity_norm/global"}
+
+
 def test_in_graph_models_record_only_in_their_recording_fits(tmp_path):
     model, subject, x, y = _subject(tmp_path, overhead.IN_GRAPH)
 
@@ -205,7 +220,8 @@ def test_quick_run_writes_results_plots_and_logs(tmp_path):
     assert slots["momentum"] - slots["sgd"] == 4 * weights
     overhead = results["overhead"]
     assert overhead["config"] == "momentum"
-    variants = {"update_freq_1", "update_freq_100", "in_graph_1", "hooks_1", "a_a"}
+    variants = {"update_freq_1", "update_freq_100", "in_graph_1", "hooks_1", "a_a",
+                "gradient_norms_1"}
     for setting in ("alone", "beside_sync"):
         ratios = overhead["ratio_with_to_without"][setting]
         assert set(ratios) == variants

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 from _diagnostics import (
-    InverseTime, Ramp, batch_gradients, compiled_model, data, fit, norm, read_events,
+    BATCH, InverseTime, Ramp, batch_gradients, compiled_model, data, fit, norm, read_events,
     tape_gradients,
 )
 
@@ -53,6 +53,40 @@ def test_update_ratio_and_velocity_norm_of_the_first_update(tmp_path):
     assert events["update_ratio/global"][1] == pytest.approx(moved / norm(before), rel=1e-4)
     # Keras-style velocity after one update: v = -η·g.
     assert events["velocity_norm/global"][1] == pytest.approx(0.1 * norm(grads), rel=1e-5)
+
+
+def _l2_reductions(model):
+    """`L2Loss` operations in a trace of the model's train step, nested functions included."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    spec = (tf.TensorSpec((BATCH, 3), tf.float32), tf.TensorSpec((BATCH, 2), tf.float32))
+    graphs = [tf.function(model.train_step).get_concrete_function(spec).graph]
+    count = 0
+    while graphs:
+        graph = graphs.pop()
+        count += sum(op.type == "L2Loss" for op in graph.get_operations())
+        graphs += [function.graph for function in graph._functions.values()]
+    return count
+
+
+@pytest.mark.parametrize(
+    ("flags", "passes"),
+    [({}, 3), ({"update_ratio": False}, 2), ({"update_ratio": False, "velocity_norm": False}, 1)],
+)
+def test_left_out_scalars_leave_out_their_passes(tmp_path, flags, passes):
+    # Passes over the gradients, the velocities (velocity norm, and Δθ = v for the
+    # update ratio) and the weights (the update ratio's ‖θ‖), one reduction a variable.
+    model = compiled_model(optimizers.SGD(0.1, momentum=0.9))
+    x, y = data(2)
+    expected = batch_gradients(model, x, y, [0])[0]
+    logger = GradientNormLogger(tmp_path, **flags)
+    fit(model, x, y, [logger])
+    events = read_events(tmp_path)
+    assert events["gradient_norm/global"][1] == pytest.approx(norm(expected), rel=1e-5)
+    assert ("update_ratio/global" in events) == flags.get("update_ratio", True)
+    assert ("velocity_norm/global" in events) == flags.get("velocity_norm", True)
+    logger.set_model(model)  # the statistics it asks for, as at the start of a fit
+    assert _l2_reductions(model) == passes * len(model.trainable_variables)
 
 
 def test_learning_rate_momentum_and_decay_are_those_of_each_update(tmp_path):

@@ -136,6 +136,12 @@ def test_invalid_arguments_are_named(tmp_path, arguments, message):
         GradientNormLogger(tmp_path, **arguments)
 
 
+@pytest.mark.parametrize("name", ["per_layer", "update_ratio", "velocity_norm"])
+def test_switches_must_be_bools(tmp_path, name):
+    with pytest.raises(TypeError, match=f"`{name}` must be a bool, got 1"):
+        GradientNormLogger(tmp_path, **{name: 1})
+
+
 class Pause(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         time.sleep(0.02)

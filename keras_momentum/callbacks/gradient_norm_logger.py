@@ -43,7 +43,8 @@ class GradientNormLogger(OptimizerLogger):
     Cost: on the updates that are logged, the train step makes one pass over the
     gradients, one over the velocities and one over the weights (`tf.nn.l2_loss` per
     variable on TensorFlow); histograms add one pass over every gradient, only when
-    `histogram_freq > 0`. Executions with no logged update and no histogram due run a
+    `histogram_freq > 0`. `update_ratio=False` and `velocity_norm=False` leave out the
+    passes only those scalars need: with both off the step reads the gradients only. Executions with no logged update and no histogram due run a
     train function without statistics (see `LearningRateLogger`). `update_ratio` needs `Δθ`: for this package's `SGD` without
     Nesterov or decoupled weight decay it is a multiple of the velocity (or of the
     gradient), otherwise the step keeps a copy of the weights to subtract. Python reads
@@ -57,6 +58,8 @@ class GradientNormLogger(OptimizerLogger):
         histogram_freq: int >= 0; write gradient histograms of the updates whose number is
             a multiple of it (the latest such update when one `steps_per_execution` call
             covers several). 0, the default, writes none.
+        update_ratio: bool, log `update_ratio/global`. Defaults to True.
+        velocity_norm: bool, log `velocity_norm/global`. Defaults to True.
         flush_secs: a record reaches the disk at most this many seconds after its update.
             Defaults to 10.
 
@@ -65,10 +68,13 @@ class GradientNormLogger(OptimizerLogger):
         model.fit(x, y, callbacks=[GradientNormLogger("logs", histogram_freq=100)])
     """
 
-    def __init__(self, log_dir, update_freq=1, per_layer=True, histogram_freq=0, flush_secs=10.0):
+    def __init__(self, log_dir, update_freq=1, per_layer=True, histogram_freq=0, flush_secs=10.0,
+                 update_ratio=True, velocity_norm=True):
         super().__init__(log_dir, update_freq=update_freq, flush_secs=flush_secs)
-        if not isinstance(per_layer, bool):
-            raise TypeError(f"`per_layer` must be a bool, got {per_layer!r}")
+        for name, value in (("per_layer", per_layer), ("update_ratio", update_ratio),
+                            ("velocity_norm", velocity_norm)):
+            if not isinstance(value, bool):
+                raise TypeError(f"`{name}` must be a bool, got {value!r}")
         if (
             isinstance(histogram_freq, bool)
             or not isinstance(histogram_freq, numbers.Integral)
@@ -76,14 +82,15 @@ class GradientNormLogger(OptimizerLogger):
         ):
             raise ValueError(f"`histogram_freq` must be an int >= 0, got {histogram_freq!r}")
         self.per_layer = per_layer
+        self.update_ratio = update_ratio
+        self.velocity_norm = velocity_norm
         self.histogram_freq = int(histogram_freq)
         self._last_histogram_step = 0
 
     def _statistics_kinds(self):
-        kinds = ["gradient_norms", "update_ratio", "velocity_norm"]
-        if self.per_layer:
-            kinds.append("per_variable_norms")
-        return kinds
+        wanted = {"gradient_norms": True, "update_ratio": self.update_ratio,
+                  "velocity_norm": self.velocity_norm, "per_variable_norms": self.per_layer}
+        return [kind for kind, on in wanted.items() if on]
 
     def _extra_statistics(self):
         return {"histograms": self.histogram_freq} if self.histogram_freq else {}
@@ -96,7 +103,11 @@ class GradientNormLogger(OptimizerLogger):
         self._last_histogram_step = self._predicted
 
     def _columns(self, columns):
-        out = {name: columns[name] for name in GLOBAL_SCALARS if name in columns}
+        # Another logger of the optimizer may record the scalars this one leaves out.
+        left_out = {"update_ratio/global": not self.update_ratio,
+                    "velocity_norm/global": not self.velocity_norm}
+        out = {name: columns[name] for name in GLOBAL_SCALARS
+               if name in columns and not left_out.get(name)}
         if self.per_layer:
             out.update(
                 (name, column) for name, column in columns.items()
