@@ -26,7 +26,10 @@ DEFAULT_EPOCHS = 10
 QUICK_EPOCHS = 1
 QUICK_TRAIN_SIZE, QUICK_TEST_SIZE = 1024, 512
 OVERHEAD_STEPS, QUICK_OVERHEAD_STEPS = 100, 10
-OVERHEAD_INSTANCES, QUICK_OVERHEAD_INSTANCES = 3, 1
+# Many models, few rounds: a model's pairs share its traces' speeds, and models differ by
+# several percent (in 16- and 24-model runs, per-model medians spread over 0.83-1.06).
+OVERHEAD_INSTANCES, QUICK_OVERHEAD_INSTANCES = 8, 1
+OVERHEAD_ROUNDS = 4
 
 
 def build_parser():
@@ -48,7 +51,7 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=0, help="first seed; repeats use seed+k")
     parser.add_argument("--target-accuracy", type=float, default=0.95,
                         help="test accuracy whose first epoch, step count and time are reported")
-    parser.add_argument("--overhead-rounds", type=int, default=10,
+    parser.add_argument("--overhead-rounds", type=int, default=OVERHEAD_ROUNDS,
                         help="shuffled rounds measuring the diagnostics' cost (0 skips it)")
     parser.add_argument("--overhead-copies", type=int,
                         help=f"separately built models per variant (default {OVERHEAD_INSTANCES}, "
