@@ -44,11 +44,12 @@ class GradientNormLogger(OptimizerLogger):
     gradients, one over the velocities and one over the weights (`tf.nn.l2_loss` per
     variable on TensorFlow); histograms add one pass over every gradient, only when
     `histogram_freq > 0`. `update_ratio=False` and `velocity_norm=False` leave out the
-    passes only those scalars need: with both off the step reads the gradients only. Executions with no logged update and no histogram due run a
-    train function without statistics (see `LearningRateLogger`). `update_ratio` needs `Δθ`: for this package's `SGD` without
-    Nesterov or decoupled weight decay it is a multiple of the velocity (or of the
-    gradient), otherwise the step keeps a copy of the weights to subtract. Python reads
-    the records in batches (see `LearningRateLogger`).
+    passes only those scalars need: with both off the step reads the gradients only.
+    Executions with no logged update and no histogram due run a train function without
+    statistics (see `LearningRateLogger`). `update_ratio` needs `Δθ`: for this package's
+    `SGD` without Nesterov or decoupled weight decay it is a multiple of the velocity (or
+    of the gradient), otherwise the step keeps a copy of the weights to subtract. Python
+    reads the records in batches (see `LearningRateLogger`).
 
     Args:
         log_dir: directory of the TensorBoard logs, as given to `keras.callbacks.TensorBoard`.
@@ -58,10 +59,10 @@ class GradientNormLogger(OptimizerLogger):
         histogram_freq: int >= 0; write gradient histograms of the updates whose number is
             a multiple of it (the latest such update when one `steps_per_execution` call
             covers several). 0, the default, writes none.
-        update_ratio: bool, log `update_ratio/global`. Defaults to True.
-        velocity_norm: bool, log `velocity_norm/global`. Defaults to True.
         flush_secs: a record reaches the disk at most this many seconds after its update.
             Defaults to 10.
+        update_ratio: bool, log `update_ratio/global`. Defaults to True.
+        velocity_norm: bool, log `velocity_norm/global`. Defaults to True.
 
     Example:
 
