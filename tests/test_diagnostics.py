@@ -60,13 +60,9 @@ def _l2_reductions(model):
     import tensorflow as tf  # noqa: PLC0415
 
     spec = (tf.TensorSpec((BATCH, 3), tf.float32), tf.TensorSpec((BATCH, 2), tf.float32))
-    graphs = [tf.function(model.train_step).get_concrete_function(spec).graph]
-    count = 0
-    while graphs:
-        graph = graphs.pop()
-        count += sum(op.type == "L2Loss" for op in graph.get_operations())
-        graphs += [function.graph for function in graph._functions.values()]
-    return count
+    graph = tf.function(model.train_step).get_concrete_function(spec).graph.as_graph_def()
+    nodes = [*graph.node, *(n for f in graph.library.function for n in f.node_def)]
+    return sum(node.op == "L2Loss" for node in nodes)
 
 
 @pytest.mark.parametrize(
