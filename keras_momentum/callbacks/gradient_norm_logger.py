@@ -2,9 +2,7 @@
 
 import numbers
 
-import numpy as np
-
-from keras_momentum.callbacks._optimizer_logger import OptimizerLogger
+from keras_momentum.callbacks._logger import OptimizerLogger, histogram_buckets  # noqa: F401
 
 GLOBAL_SCALARS = (
     "gradient_norm/global",
@@ -13,7 +11,6 @@ GLOBAL_SCALARS = (
     "velocity_norm/global",
     "nonfinite_steps",
 )
-HISTOGRAM_PREFIX = "gradient_histogram/"
 
 
 class GradientNormLogger(OptimizerLogger):
@@ -36,20 +33,15 @@ class GradientNormLogger(OptimizerLogger):
       histogram of each gradient's values between its minimum and maximum.
 
     Norms are sums over all entries (for a sparse `IndexedSlices` gradient, over the rows
-    it holds). Steps, run directory, optimizer requirements, `steps_per_execution` and
-    failure handling are as for `LearningRateLogger`: the step is the number of updates
-    done, the first update is step 1, and records go to `<log_dir>/train`.
+    it holds). `gradient_norm/global_clipped` is written only when the optimizer clips
+    (`clipnorm`, `clipvalue`, `global_clipnorm`, `adaptive_clipnorm`). Steps, run directory,
+    wrappers and failure handling are as for `LearningRateLogger`.
 
-    Cost: on the updates that are logged, the train step makes one pass over the
-    gradients, one over the velocities and one over the weights (`tf.nn.l2_loss` per
-    variable on TensorFlow); histograms add one pass over every gradient, only when
-    `histogram_freq > 0`. `update_ratio=False` and `velocity_norm=False` leave out the
-    passes only those scalars need: with both off the step reads the gradients only.
-    Executions with no logged update and no histogram due run a train function without
-    statistics (see `LearningRateLogger`). `update_ratio` needs `Δθ`: for this package's
-    `SGD` without Nesterov or decoupled weight decay it is a multiple of the velocity (or
-    of the gradient), otherwise the step keeps a copy of the weights to subtract. Python
-    reads the records in batches (see `LearningRateLogger`).
+    Cost: on the updates that are logged, the step takes one pass over the gradients, and
+    for `update_ratio` a copy of the weights and two passes over them, for `velocity_norm`
+    one pass over the velocities; `update_ratio=False` and `velocity_norm=False` leave
+    those out. Histograms add one pass over the gradients when due. Executions in which
+    nothing is logged run a train function without statistics.
 
     Args:
         log_dir: directory of the TensorBoard logs, as given to `keras.callbacks.TensorBoard`.
@@ -86,24 +78,16 @@ class GradientNormLogger(OptimizerLogger):
         self.update_ratio = update_ratio
         self.velocity_norm = velocity_norm
         self.histogram_freq = int(histogram_freq)
-        self._last_histogram_step = 0
 
-    def _statistics_kinds(self):
+    def _kinds(self):
         wanted = {"gradient_norms": True, "update_ratio": self.update_ratio,
-                  "velocity_norm": self.velocity_norm, "per_variable_norms": self.per_layer}
+                  "velocity_norm": self.velocity_norm, "histograms": bool(self.histogram_freq)}
         return [kind for kind, on in wanted.items() if on]
-
-    def _extra_statistics(self):
-        return {"histograms": self.histogram_freq} if self.histogram_freq else {}
 
     def _histogram_every(self):
         return self.histogram_freq
 
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        self._last_histogram_step = self._predicted
-
-    def _columns(self, columns):
+    def _tags(self, columns):
         # Another logger of the optimizer may record the scalars this one leaves out.
         left_out = {"update_ratio/global": not self.update_ratio,
                     "velocity_norm/global": not self.velocity_norm}
@@ -115,23 +99,3 @@ class GradientNormLogger(OptimizerLogger):
                 if name.startswith("gradient_norm/") and name not in GLOBAL_SCALARS
             )
         return out
-
-    def _write_histograms(self, writer, histograms):
-        step, rows = histograms
-        if step <= self._last_histogram_step:
-            return
-        for path, (value_range, counts) in rows.items():
-            writer.histogram(HISTOGRAM_PREFIX + path, histogram_buckets(value_range, counts), step)
-        self._last_histogram_step = step
-
-
-def histogram_buckets(value_range, counts):
-    """The `[k, 3]` (left edge, right edge, count) array of `k` equal buckets over a range.
-
-    `value_range` is `(low, high)` and `counts[j]` the number of values in bucket `j`, as
-    `InstrumentationMixin` records them.
-    """
-    low, high = (float(x) for x in np.asarray(value_range).reshape(2))
-    counts = np.asarray(counts, dtype=np.float64).reshape(-1)
-    edges = np.linspace(low, high, counts.size + 1)
-    return np.stack([edges[:-1], edges[1:], counts], axis=1)

@@ -5,8 +5,12 @@ import warnings
 
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 
-from keras_momentum.callbacks import _event_writer
-from keras_momentum.callbacks._optimizer_logger import OptimizerLogger
+import time
+
+from tensorboard.compat.proto import event_pb2
+
+from keras_momentum.callbacks import _logger
+from keras_momentum.callbacks._logger import OptimizerLogger
 
 HYPERPARAMETERS = ("learning_rate", "momentum", "weight_decay")
 
@@ -25,34 +29,19 @@ class LearningRateLogger(OptimizerLogger):
     of optimizer updates done, `optimizer.iterations` after the update: the first update
     is step 1, and a resumed run continues from the restored count. Under
     `gradient_accumulation_steps` only real updates are logged; with
-    `steps_per_execution > 1` every update of an execution is logged, as long as one
-    execution makes at most 256 records (`RECORD_SLOTS`); beyond that its latest 256 are.
-
-    Records wait on the device in a ring of 256 rows. The callback reads the ring in one
-    transfer when half of it is new, at least every `flush_secs / 2` seconds, when a
-    histogram is due and at the end of each epoch, so a batch costs Python about a
-    microsecond. Records of a `fit` that ended on an exception are written by the next
-    `fit` with this callback, or at interpreter exit.
-
-    With `update_freq > 1`, executions in which no update is logged run a second train
-    function, traced without statistics (once, at the first such execution), so they
-    cost what they cost without the callback. The host knows which executions log from
-    its own count of batches; where an optimizer may skip an update without counting it
-    (a `LossScaleOptimizer`, `skip_nonfinite=True`) every execution runs the recording
-    function instead, whose own conditional then skips the work. When every update is
-    logged, the parts of a record that need the velocities after the update
-    (`velocity_norm/global`, `update_ratio/global`) are computed by the next update
-    before it changes them, off the end of the step; the callback computes them itself
-    for the latest update when it cannot wait (timed reads, epoch and training ends).
+    `steps_per_execution > 1` every update of an execution is logged, up to 256 per
+    execution (the device keeps the latest 256 records until the callback reads them).
 
     The optimizer must record statistics: any optimizer of `keras_momentum.optimizers`, or
     a Keras optimizer wrapped with `keras_momentum.optimizers.instrument(...)`. It may be
     wrapped in a `LossScaleOptimizer` (as `compile` does under `mixed_float16`) or in
     another wrapper that exposes `inner_optimizer`. Attaching the callback makes the model
-    retrace its train function once.
+    retrace its train function once; executions in which no update is logged run a train
+    function without statistics.
 
     A `log_dir` that cannot be written produces a `RuntimeWarning` and the callback logs
-    nothing in that `fit`; training is never interrupted.
+    nothing more in that `fit`; training is never interrupted. Records of a `fit` that
+    ended on an exception are written by the next `fit` with this callback, or at exit.
 
     Args:
         log_dir: directory of the TensorBoard logs, as given to `keras.callbacks.TensorBoard`.
@@ -78,10 +67,10 @@ class LearningRateLogger(OptimizerLogger):
         self.log_hparams = log_hparams
         self._hparams_written = False
 
-    def _statistics_kinds(self):
+    def _kinds(self):
         return ("hyperparameters",)
 
-    def _columns(self, columns):
+    def _tags(self, columns):
         return {name: columns[name] for name in HYPERPARAMETERS if name in columns}
 
     def on_train_begin(self, logs=None):
@@ -99,11 +88,12 @@ class LearningRateLogger(OptimizerLogger):
                 )
                 return
             self._hparams_written = True
-            writer = self._open_writer(self.log_dir)
+            writer = _logger._open_writer(self, self.log_dir)
             if writer is not None:
                 summary = hparams_summary.hparams_pb(hyperparameters)
-                self._guard(lambda: writer.summary(summary, step=0))
-                self._guard(lambda: _event_writer.release_shared(writer))
+                event = event_pb2.Event(wall_time=time.time(), step=0, summary=summary)
+                self._guard(lambda: writer.add_event(event))
+                _logger._release_writer(writer)
 
 
 def optimizer_hyperparameters(optimizer):

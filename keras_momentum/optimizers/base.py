@@ -32,7 +32,7 @@ class MomentumOptimizer(InstrumentationMixin, keras.optimizers.Optimizer):
 
     `skip_nonfinite=True` skips every update whose gradients hold an inf or NaN: weights,
     slots and `iterations` stay as they were, and `nonfinite_steps` counts the skips (also
-    reported by `read_statistics()`). Under a `tf.distribute` strategy (TensorFlow only) the
+    logged by `GradientNormLogger`). Under a `tf.distribute` strategy (TensorFlow only) the
     replicas decide together: an inf or NaN in any replica's gradients skips the update on
     every replica.
     """
@@ -114,6 +114,10 @@ class MomentumOptimizer(InstrumentationMixin, keras.optimizers.Optimizer):
 
     def _velocity_variables(self):
         return [v for v in getattr(self, "velocities", []) if v is not None]
+
+    def _velocity_values(self):
+        """The velocities as float32 tensors, for the diagnostics' `velocity_norm`."""
+        return [ops.cast(v, "float32") for v in self._velocity_variables()]
 
     # ---------------------------------------------------------- weight decay
     def _apply_weight_decay(self, variables):

@@ -185,24 +185,6 @@ class SGD(MomentumOptimizer):
         else:
             self.assign_sub(variable, ops.multiply(velocity, learning_rate))
 
-    def _update_source(self, variable, gradient):
-        # Without Nesterov or decoupled decay the step is the velocity: `Δθ = v` (keras)
-        # or `Δθ = -η·v` (pytorch); without a velocity it is `-η·g`. Coupled decay is part
-        # of the velocity but not of `g`.
-        decays = self.weight_decay is not None and self._use_weight_decay(variable)
-        if decays and self.weight_decay_mode == "decoupled":
-            return None
-        if not self.has_velocity:
-            return None if decays or is_indexed_slices(gradient) else "gradient"
-        if self.nesterov:
-            return None
-        return self.velocities[self._get_variable_index(variable)]
-
-    def _update_scale(self, hyperparameters):
-        if self.has_velocity and self.formulation == "keras":
-            return 1.0
-        return ops.negative(hyperparameters["learning_rate"])
-
     def get_config(self):
         config = super().get_config()
         config.update(
