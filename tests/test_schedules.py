@@ -330,6 +330,40 @@ def test_plot_draws_each_schedule(tmp_path):
     plt.close("all")
 
 
+def test_plot_labels_axes_by_hyperparameter_and_always_has_a_legend():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def labels(figure):
+        ax = figure.axes[0]
+        legend = ax.get_legend()
+        return (ax.get_xlabel(), ax.get_ylabel(),
+                legend and [text.get_text() for text in legend.get_texts()])
+
+    one_cycle = S.OneCycle(0.1, 20)
+    assert labels(S.plot(one_cycle, 20)) == ("optimizer step", "learning rate", ["OneCycle"])
+    assert labels(S.plot(one_cycle.momentum_schedule(), 20)) == (
+        "optimizer step", "momentum", ["OneCycleMomentum"])
+    assert labels(S.plot({"linear ramp": S.Linear(0.95, 0.85, 10)}, 10,
+                         hyperparameter="momentum"))[1:] == ("momentum", ["linear ramp"])
+    plt.close("all")
+
+
+def test_repr_shows_the_class_and_arguments_and_evaluates_back():
+    assert repr(S.Linear(0.9, 0.5, 8)) == "Linear(initial_value=0.9, final_value=0.5, steps=8)"
+    assert repr(S.Warmup(S.Linear(0.9, 0.5, 8), 2)) == (
+        "Warmup(schedule=Linear(initial_value=0.9, final_value=0.5, steps=8), warmup_steps=2, "
+        "initial_learning_rate=0.0, shape='linear')")
+    for schedule in examples().values():
+        text = repr(schedule)
+        assert text.startswith(f"{type(schedule).__name__}(") and " object at " not in text, text
+        revived = eval(text, {**vars(S), "keras": keras})  # noqa: S307  (our repr, our names)
+        assert type(revived) is type(schedule)
+        assert json.dumps(revived.get_config(), sort_keys=True) == json.dumps(
+            schedule.get_config(), sort_keys=True)
+
+
 # ------------------------------------------------------------------------ validation
 COSINE = S.CosineDecay(0.1, 10)
 INVALID = [

@@ -12,7 +12,28 @@ ANNEAL_CHOICES = ("cos", "linear")
 
 
 class Schedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Base of this package's schedules: `from_config` rejects unknown keys by name and value."""
+    """Base of this package's schedules: `from_config` rejects unknown keys by name and value,
+    and `repr` shows the class and its arguments, e.g. `Linear(initial_value=0.9, ...)`."""
+
+    def __repr__(self):
+        # Arguments are the configuration's keys; nested schedules print as themselves, not as
+        # their serialised dicts.
+        return _call_repr(type(self).__name__, {
+            name: getattr(self, name, value) for name, value in self.get_config().items()})
+
+
+def _call_repr(name, arguments):
+    return f"{name}({', '.join(f'{key}={_value_repr(value)}' for key, value in arguments.items())})"
+
+
+def _value_repr(value):
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value_repr(item) for item in value) + "]"
+    if isinstance(value, keras.optimizers.schedules.LearningRateSchedule) and not isinstance(
+            value, Schedule):
+        # Keras's own schedules print as `<... object at 0x...>`; show their arguments.
+        return _call_repr(f"keras.optimizers.schedules.{type(value).__name__}", value.get_config())
+    return repr(value)
 
     @classmethod
     def from_config(cls, config):

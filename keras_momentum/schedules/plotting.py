@@ -6,16 +6,24 @@ import keras
 import numpy as np
 
 from keras_momentum.schedules import _common
+from keras_momentum.schedules.demon_momentum import DemonMomentum
+from keras_momentum.schedules.one_cycle_momentum import OneCycleMomentum
+
+MOMENTUM_SCHEDULES = (DemonMomentum, OneCycleMomentum)
 
 
-def plot(schedules, steps, ax=None):
-    """Draws one or several schedules against the optimizer step.
+def plot(schedules, steps, ax=None, hyperparameter=None):
+    """Draws one or several schedules against the optimizer step, with a legend.
 
     Args:
         schedules: a schedule (or float), a list of them, or a dict mapping a label to each.
+            Without a dict, each line is labelled by its class name.
         steps: int `n` (steps `0 .. n - 1`) or an iterable of steps such as a `range`. Each
             step is one eager call, so for long schedules pass a strided `range(0, n, k)`.
         ax: a matplotlib `Axes` to draw on; a new figure is made when `None`.
+        hyperparameter: the y-axis label, e.g. "learning rate", "momentum" or
+            "weight decay". `None`: "momentum" when every schedule is a momentum schedule
+            (`DemonMomentum`, `OneCycleMomentum`), else "learning rate".
 
     Returns:
         The matplotlib `Figure` holding the axes.
@@ -50,9 +58,11 @@ def plot(schedules, steps, ax=None):
             for step in steps
         ]
         ax.plot(np.asarray(steps), np.asarray(values), label=label)
+    if hyperparameter is None:
+        momentum_only = all(isinstance(schedule, MOMENTUM_SCHEDULES) for _, schedule in named)
+        hyperparameter = "momentum" if momentum_only else "learning rate"
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("value")
-    if len(named) > 1 or isinstance(schedules, dict):
-        ax.legend()
+    ax.set_ylabel(hyperparameter)
+    ax.legend()
     return ax.figure
 
