@@ -1,4 +1,4 @@
-"""Plateau reducer that scales a learning-rate multiplier, so it also works with schedules."""
+"""Plateau reducer whose counters are optimizer state and that also works with schedules."""
 
 import math
 import numbers
@@ -6,6 +6,7 @@ import warnings
 
 import keras
 import numpy as np
+from keras.src.utils import io_utils  # Keras routes these to logging when asked
 
 MODES = ("auto", "min", "max")
 _MINIMISED_NAMES = ("loss", "error", "crossentropy", "hinge", "divergence", "mse", "mae")
@@ -17,28 +18,32 @@ class ReduceLROnPlateau(keras.callbacks.Callback):
     Same arguments and decisions as `keras.callbacks.ReduceLROnPlateau`. A value improves on
     the best so far when it is lower by more than `min_delta` (`"min"`) or higher by more than
     `min_delta` (`"max"`). After `patience` epochs without improvement the learning rate is
-    reduced, then no epoch is counted during `cooldown` epochs. The best value, wait and
-    cooldown counters restart at the beginning of each `fit`.
+    reduced, then no epoch is counted during `cooldown` epochs.
 
-    How the rate is reduced depends on the optimizer (wrappers such as
-    `keras.optimizers.LossScaleOptimizer` are looked through via `.inner_optimizer`):
+    The counters (best value, wait, cooldown) are optimizer state: they live in the
+    optimizer's `plateau_state` variable (every optimizer of this package, and Keras's after
+    `keras_momentum.optimizers.instrument(...)`), so a checkpoint restores them and a run
+    resumed with `keras.callbacks.BackupAndRestore` (placed after this callback) continues
+    exactly where the interrupted one was. They also carry over into a later `fit`, as in one
+    uninterrupted run. For a Keras optimizer without `plateau_state` they are kept by the
+    callback, as Keras does.
 
-    * An optimizer with a `learning_rate_multiplier` variable (every optimizer of this
-      package, and any Keras optimizer after `keras_momentum.optimizers.instrument(...)`):
-      the effective rate is `base(t) * multiplier`, with `base` a float or a schedule; the
-      multiplier is multiplied by `factor`, so a schedule keeps advancing, at a lower level.
-      The multiplier is saved with the optimizer. `min_lr` bounds the effective rate at the
-      time of the reduction: the multiplier is not set below `min_lr / base(t)`, and no
-      reduction happens once the effective rate is at or below `min_lr`. A decaying schedule
-      may still take the rate below `min_lr` later.
-    * A Keras optimizer with a float learning rate: the rate becomes
-      `max(rate * factor, min_lr)`, as Keras does.
-    * A Keras optimizer with a schedule and no multiplier: `TypeError` at the start of
-      training; wrap it with `keras_momentum.optimizers.instrument(optimizer)`.
+    How the rate is reduced (wrappers with an `inner_optimizer`, such as
+    `keras.optimizers.LossScaleOptimizer` and `Lookahead`, are looked through;
+    `keras.optimizers.MultiOptimizer` has each of its optimizers reduced):
 
-    At each epoch end, `logs["learning_rate"]` receives the effective rate and, when there is
-    one, `logs["learning_rate_multiplier"]` the multiplier, both as they were during the epoch
-    (before any reduction decided at that epoch end), so `History` and loggers record them.
+    * A float learning rate: its variable becomes `max(rate * factor, min_lr)`, as in Keras.
+    * A schedule (or callable) on an optimizer with `plateau_state`: the plateau factor
+      (`plateau_state[0]`) is multiplied by `factor`, so the schedule keeps advancing at a
+      lower level. `min_lr` bounds the rate at the time of the reduction: the factor is not
+      set below `min_lr / schedule(t)`, and no reduction happens once the rate is at or
+      below `min_lr`; a decaying schedule may still go below `min_lr` later.
+    * A schedule on a Keras optimizer without `plateau_state`: `TypeError` at the start of
+      training; wrap the optimizer with `keras_momentum.optimizers.instrument(optimizer)`.
+
+    At each epoch end, `logs["learning_rate"]` (`logs["learning_rate_<name>"]` for each
+    optimizer of a `MultiOptimizer`) receives the rate used during the epoch, before any
+    reduction decided at that epoch's end, so `History` and loggers record it.
 
     Differences from Keras: an unknown `mode` raises `ValueError` instead of falling back to
     `"auto"`, `factor` must be in (0, 1), and a negative `min_delta` raises instead of being
@@ -48,12 +53,13 @@ class ReduceLROnPlateau(keras.callbacks.Callback):
         monitor: str, the logged quantity to watch, e.g. `"val_loss"`.
         factor: float in (0, 1), the multiplier applied at each reduction.
         patience: int >= 0, epochs without improvement before reducing.
-        verbose: int >= 0, 0 quiet, 1 prints a line at each reduction.
+        verbose: int >= 0, 0 quiet, 1 writes a line (`keras.utils.io_utils.print_msg`) at
+            each reduction.
         mode: "auto", "min" or "max"; `"auto"` minimises losses and errors, maximises metrics
             whose Keras direction is "up" (accuracy, AUC, ...), and otherwise raises.
         min_delta: float >= 0, the change that counts as an improvement.
         cooldown: int >= 0, epochs to wait after a reduction before counting again.
-        min_lr: float >= 0, lower bound on the effective learning rate.
+        min_lr: float >= 0, lower bound on the learning rate.
 
     Reference:
         `keras.callbacks.ReduceLROnPlateau`; `torch.optim.lr_scheduler.ReduceLROnPlateau`.
@@ -90,37 +96,31 @@ class ReduceLROnPlateau(keras.callbacks.Callback):
         self.min_lr = _real("min_lr", min_lr)
         if self.min_lr < 0:
             raise ValueError(f"`min_lr` must be >= 0, got {min_lr!r}")
-        self._reset()
-
-    def _reset(self):
-        self.best = None
-        self.wait = 0
-        self.cooldown_counter = 0
         self._minimise = None
+        self._counters = {"best": math.nan, "wait": 0.0, "cooldown": 0.0}
 
     # ------------------------------------------------------------------ training
     def on_train_begin(self, logs=None):
-        self._reset()
-        optimizer = _innermost(self.model.optimizer)
-        learning_rate = getattr(optimizer, "_learning_rate", None)
-        if not hasattr(optimizer, "learning_rate_multiplier") and not isinstance(
-            learning_rate, keras.Variable
-        ):
-            raise TypeError(
-                f"ReduceLROnPlateau cannot scale the learning rate of {type(optimizer).__name__}: "
-                f"it is a {type(learning_rate).__name__}, not a variable. Wrap the optimizer with "
-                "`keras_momentum.optimizers.instrument(optimizer)`, which adds a learning-rate "
-                "multiplier this callback can reduce."
-            )
+        for optimizer in _reduced_optimizers(self.model.optimizer):
+            if not hasattr(optimizer, "plateau_state") and not isinstance(
+                optimizer._learning_rate, keras.Variable
+            ):
+                kind = type(optimizer._learning_rate).__name__
+                raise TypeError(
+                    f"ReduceLROnPlateau cannot scale the learning rate of "
+                    f"{type(optimizer).__name__}: it is a {kind}, not a variable. Wrap the "
+                    "optimizer with `keras_momentum.optimizers.instrument(optimizer)`, whose "
+                    "plateau factor multiplies the schedule."
+                )
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        optimizer = _innermost(self.model.optimizer)
-        logs["learning_rate"] = _to_float(optimizer.learning_rate)
-        multiplier = getattr(optimizer, "learning_rate_multiplier", None)
-        if multiplier is not None:
-            logs["learning_rate_multiplier"] = _to_float(multiplier)
-
+        optimizers = _reduced_optimizers(self.model.optimizer)
+        for optimizer in optimizers:
+            key = "learning_rate" if len(optimizers) == 1 else f"learning_rate_{optimizer.name}"
+            logs[key] = _to_float(optimizer.learning_rate)
+        if len(optimizers) == 1 and not isinstance(optimizers[0]._learning_rate, keras.Variable):
+            logs["plateau_factor"] = _to_float(optimizers[0].plateau_state[0])
         current = logs.get(self.monitor)
         if current is None:
             warnings.warn(
@@ -132,25 +132,58 @@ class ReduceLROnPlateau(keras.callbacks.Callback):
         current = _to_float(current)
         if self._minimise is None:
             self._minimise = self._infer_minimise()
-        if self.cooldown_counter > 0:
-            self.cooldown_counter -= 1
-            self.wait = 0
-        if self._improves(current):
-            self.best = current
-            self.wait = 0
-        elif self.cooldown_counter == 0:
-            self.wait += 1
-            if self.wait >= self.patience and self._reduce(optimizer, epoch):
-                self.cooldown_counter = self.cooldown
-                self.wait = 0
+        counters = self._read_counters(optimizers)
+        if counters["cooldown"] > 0:
+            counters["cooldown"] -= 1
+            counters["wait"] = 0
+        if self._improves(current, counters["best"]):
+            counters["best"] = current
+            counters["wait"] = 0
+        elif counters["cooldown"] == 0:
+            counters["wait"] += 1
+            if counters["wait"] >= self.patience:
+                reduced = [self._reduce(optimizer, epoch) for optimizer in optimizers]
+                if any(reduced):
+                    counters["cooldown"] = self.cooldown
+                    counters["wait"] = 0
+        self._write_counters(optimizers, counters)
+
+    # ------------------------------------------------------------------ state
+    def _read_counters(self, optimizers):
+        for optimizer in optimizers:
+            if hasattr(optimizer, "plateau_state"):
+                state = keras.ops.convert_to_numpy(optimizer.plateau_state)
+                return {"best": float(state[1]), "wait": float(state[2]),
+                        "cooldown": float(state[3])}
+        return dict(self._counters)
+
+    def _write_counters(self, optimizers, counters):
+        self._counters = dict(counters)
+        for optimizer in optimizers:
+            if hasattr(optimizer, "plateau_state"):
+                state = np.array(keras.ops.convert_to_numpy(optimizer.plateau_state))
+                state[1:] = counters["best"], counters["wait"], counters["cooldown"]
+                optimizer.plateau_state.assign(state)
+
+    @property
+    def best(self):
+        return self._counters["best"]
+
+    @property
+    def wait(self):
+        return int(self._counters["wait"])
+
+    @property
+    def cooldown_counter(self):
+        return int(self._counters["cooldown"])
 
     # ------------------------------------------------------------------ helpers
-    def _improves(self, current):
-        if self.best is None:
+    def _improves(self, current, best):
+        if math.isnan(best):
             return True
         if self._minimise:
-            return current < self.best - self.min_delta
-        return current > self.best + self.min_delta
+            return current < best - self.min_delta
+        return current > best + self.min_delta
 
     def _infer_minimise(self):
         if self.mode != "auto":
@@ -172,22 +205,33 @@ class ReduceLROnPlateau(keras.callbacks.Callback):
         # A rate already clipped to `min_lr` can sit a float32 rounding above it.
         if not learning_rate > np.float32(self.min_lr) * (1.0 + 1e-6):
             return False
-        multiplier = getattr(optimizer, "learning_rate_multiplier", None)
-        if multiplier is not None:
-            old = _to_float(multiplier)
+        if isinstance(optimizer._learning_rate, keras.Variable):
+            new = max(learning_rate * self.factor, self.min_lr)
+            optimizer._learning_rate.assign(new)
+            detail = f"learning rate to {new:.6g}"
+        else:
+            state = np.array(keras.ops.convert_to_numpy(optimizer.plateau_state))
+            old = float(state[0])
             new = old * self.factor
             if self.min_lr > 0 and old > 0:
-                base = learning_rate / old
-                new = max(new, self.min_lr / base)
-            multiplier.assign(new)
-            detail = f"multiplier to {new:.6g}"
-        else:
-            new = max(learning_rate * self.factor, self.min_lr)
-            optimizer.learning_rate = new
-            detail = f"learning rate to {new:.6g}"
+                new = max(new, self.min_lr / (learning_rate / old))
+            state[0] = new
+            optimizer.plateau_state.assign(state)
+            detail = f"plateau factor to {new:.6g}"
         if self.verbose > 0:
-            print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing {detail}.")
+            io_utils.print_msg(
+                f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing {optimizer.name}'s {detail}."
+            )
         return True
+
+
+def _reduced_optimizers(optimizer):
+    """The optimizers whose rates a reduction scales: each of a `MultiOptimizer`'s, else
+    the innermost one."""
+    optimizer = _innermost(optimizer)
+    if isinstance(optimizer, keras.optimizers.MultiOptimizer):
+        return [_innermost(o) for o in optimizer.optimizers]
+    return [optimizer]
 
 
 def _innermost(optimizer):

@@ -46,8 +46,26 @@ def check_number(name, value, low=None, high=None, low_open=False, high_open=Fal
 
 
 def check_hyperparameter(name, value, low=None, high=None, low_open=False, high_open=False):
-    """Like `check_number`, but a `LearningRateSchedule` is accepted as it is."""
+    """Like `check_number`, but a `LearningRateSchedule` is accepted as it is.
+
+    A schedule of this package knows the interval of its values (`value_range()`), which
+    must lie inside the allowed range. Other schedules cannot be checked: their values are
+    used as they come.
+    """
     if is_schedule(value):
+        from keras_momentum.schedules import _common  # noqa: PLC0415 (schedules import us)
+
+        found = _common.value_range(value)
+        if found is not None:
+            try:
+                for bound in found:
+                    check_number(name, bound, low, high, low_open, high_open)
+            except ValueError:
+                allowed = _describe_range(low, high, low_open, high_open)
+                raise ValueError(
+                    f"`{name}` must be {allowed}, got {value!r}, whose values span "
+                    f"[{found[0]:g}, {found[1]:g}]"
+                ) from None
         return value
     if isinstance(value, dict):
         raise TypeError(

@@ -1,5 +1,6 @@
 """Helpers shared by the schedules: step conversion, nested schedules, annealing curves."""
 
+import functools
 import inspect
 import math
 
@@ -12,14 +13,78 @@ ANNEAL_CHOICES = ("cos", "linear")
 
 
 class Schedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Base of this package's schedules: `from_config` rejects unknown keys by name and value,
-    and `repr` shows the class and its arguments, e.g. `Linear(initial_value=0.9, ...)`."""
+    """Base of this package's schedules.
+
+    Every schedule takes `name=` (as Keras's do) and its configuration carries it; `repr`
+    shows the class and its arguments, e.g. `Linear(initial_value=0.9, ...)`;
+    `from_config` rejects unknown keys by name and value; `value_range()` gives the
+    interval `(low, high)` that holds every value the schedule takes, which optimizers
+    check bounded hyperparameters (momentum) against. A `keras.Variable` given as a
+    starting rate stays live (assigning it changes the schedule); the configuration holds
+    its value.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init, get_config = cls.__dict__.get("__init__"), cls.__dict__.get("get_config")
+        if init is not None:
+            @functools.wraps(init)
+            def __init__(self, *args, name=None, **kwargs):
+                init(self, *args, **kwargs)
+                if name is not None and not isinstance(name, str):
+                    raise TypeError(f"`name` must be a str or None, got {name!r}")
+                self.name = name
+
+            cls.__init__ = __init__
+        if get_config is not None:
+            @functools.wraps(get_config)
+            def wrapped_get_config(self):
+                config = {key: _plain(value) for key, value in get_config(self).items()}
+                config["name"] = getattr(self, "name", None)
+                return config
+
+            cls.get_config = wrapped_get_config
+
+    def value_range(self):
+        """`(low, high)`: every value of the schedule lies in `[low, high]`."""
+        raise NotImplementedError
 
     def __repr__(self):
         # Arguments are the configuration's keys; nested schedules print as themselves, not as
         # their serialised dicts.
+        config = self.get_config()
+        if config.get("name") is None:
+            config.pop("name", None)
         return _call_repr(type(self).__name__, {
-            name: getattr(self, name, value) for name, value in self.get_config().items()})
+            name: getattr(self, name, value) for name, value in config.items()})
+
+    @classmethod
+    def from_config(cls, config):
+        check_config_keys(cls, config)
+        return cls(**config)
+
+
+def value_range(schedule):
+    """`(low, high)` of a schedule of this package or a constant; None when unknown."""
+    if isinstance(schedule, Schedule):
+        return schedule.value_range()
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        return None
+    value = _plain(schedule)
+    return value, value
+
+
+def hull(*ranges):
+    """The smallest interval holding all `ranges` (None, unknown, if any is)."""
+    if any(r is None for r in ranges):
+        return None
+    return min(r[0] for r in ranges), max(r[1] for r in ranges)
+
+
+def _plain(value):
+    if isinstance(value, keras.Variable):
+        return float(keras.ops.convert_to_numpy(value))
+    return value
 
 
 def _call_repr(name, arguments):
@@ -27,6 +92,8 @@ def _call_repr(name, arguments):
 
 
 def _value_repr(value):
+    if isinstance(value, keras.Variable):
+        return repr(_plain(value))
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_value_repr(item) for item in value) + "]"
     if isinstance(value, keras.optimizers.schedules.LearningRateSchedule) and not isinstance(
@@ -35,15 +102,11 @@ def _value_repr(value):
         return _call_repr(f"keras.optimizers.schedules.{type(value).__name__}", value.get_config())
     return repr(value)
 
-    @classmethod
-    def from_config(cls, config):
-        check_config_keys(cls, config)
-        return cls(**config)
-
 
 def check_config_keys(cls, config):
     """Raises `ValueError` naming every key of `config` that `cls.__init__` does not take."""
     allowed = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+    allowed.append("name")
     unknown = {key: value for key, value in config.items() if key not in allowed}
     if unknown:
         raise ValueError(

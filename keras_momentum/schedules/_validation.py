@@ -7,9 +7,17 @@ the value converted to a plain Python type so that `get_config` stays JSON-seria
 import math
 import numbers
 
+import keras
+
 
 def real(name, value):
-    """A finite real number, returned as a Python float."""
+    """A finite real number, returned as a Python float; a scalar float `keras.Variable` is
+    checked on its current value and returned as it is (it stays live)."""
+    if isinstance(value, keras.Variable):
+        if tuple(value.shape) != () or "float" not in str(value.dtype):
+            raise TypeError(f"`{name}` must be a scalar float variable, got {value!r}")
+        real(name, float(keras.ops.convert_to_numpy(value)))
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
             f"`{name}` must be a real number, got {value!r} of type {type(value).__name__}"
@@ -22,14 +30,14 @@ def real(name, value):
 
 def non_negative(name, value):
     value = real(name, value)
-    if value < 0:
+    if _current(value) < 0:
         raise ValueError(f"`{name}` must be >= 0, got {value!r}")
     return value
 
 
 def positive(name, value):
     value = real(name, value)
-    if value <= 0:
+    if _current(value) <= 0:
         raise ValueError(f"`{name}` must be > 0, got {value!r}")
     return value
 
@@ -76,3 +84,7 @@ def choice(name, value, choices):
         allowed = ", ".join(repr(c) for c in choices)
         raise ValueError(f"`{name}` must be one of {allowed}; got {value!r}")
     return value
+
+
+def _current(value):
+    return float(keras.ops.convert_to_numpy(value)) if isinstance(value, keras.Variable) else value

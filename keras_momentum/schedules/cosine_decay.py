@@ -48,6 +48,10 @@ class CosineDecay(_common.Schedule):
         amplitude = self.initial_learning_rate - self.min_learning_rate
         return self.min_learning_rate + amplitude * 0.5 * (1.0 + ops.cos(math.pi * progress))
 
+    def value_range(self):
+        return _common.hull(_common.value_range(self.initial_learning_rate),
+                            _common.value_range(self.min_learning_rate))
+
     def get_config(self):
         return {
             "initial_learning_rate": self.initial_learning_rate,

@@ -85,6 +85,11 @@ class CosineRestarts(_common.Schedule):
         height = ops.power(self.m_mul, cycle) * amplitude
         return self.min_learning_rate + height * cosine
 
+    def value_range(self):
+        # Restarts peak at initial · m_mul^k: unbounded above when m_mul > 1.
+        high = _common._plain(self.initial_learning_rate) if self.m_mul <= 1.0 else math.inf
+        return 0.0, high
+
     def get_config(self):
         return {
             "initial_learning_rate": self.initial_learning_rate,

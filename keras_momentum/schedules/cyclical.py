@@ -69,6 +69,10 @@ class Cyclical(_common.Schedule):
             height = height * ops.power(self.gamma, step)
         return self.base_learning_rate + (self.max_learning_rate - self.base_learning_rate) * height
 
+    def value_range(self):
+        return (_common._plain(self.base_learning_rate),
+                max(_common._plain(self.max_learning_rate), _common._plain(self.base_learning_rate)))
+
     def get_config(self):
         return {
             "base_learning_rate": self.base_learning_rate,

@@ -41,5 +41,8 @@ class DemonMomentum(_common.Schedule):
         scaled = self.initial_momentum * remaining
         return scaled / ((1.0 - self.initial_momentum) + scaled)
 
+    def value_range(self):
+        return 0.0, self.initial_momentum
+
     def get_config(self):
         return {"initial_momentum": self.initial_momentum, "total_steps": self.total_steps}

@@ -1,5 +1,7 @@
 """Exponential decay with an optional staircase and a floor."""
 
+import math
+
 import keras
 from keras import ops
 
@@ -58,6 +60,12 @@ class ExponentialDecay(_common.Schedule):
             power = ops.floor(power)
         value = self.initial_learning_rate * ops.power(self.decay_rate, power)
         return ops.maximum(value, self.min_learning_rate)
+
+    def value_range(self):
+        initial = _common._plain(self.initial_learning_rate)
+        if self.decay_rate > 1.0:
+            return initial, math.inf
+        return min(_common._plain(self.min_learning_rate), initial), initial
 
     def get_config(self):
         return {

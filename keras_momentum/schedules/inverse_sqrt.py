@@ -47,6 +47,9 @@ class InverseSqrt(_common.Schedule):
         falling = ops.sqrt(warmup / ops.maximum(step, float(warmup)))
         return self.peak_learning_rate * ops.where(step < warmup, rising, falling)
 
+    def value_range(self):
+        return 0.0, _common._plain(self.peak_learning_rate)
+
     def get_config(self):
         return {
             "peak_learning_rate": self.peak_learning_rate,

@@ -37,6 +37,10 @@ class Linear(_common.Schedule):
         progress = ops.clip(_common.as_step(step) / self.steps, 0.0, 1.0)
         return self.initial_value + (self.final_value - self.initial_value) * progress
 
+    def value_range(self):
+        values = (self.initial_value, self.final_value)
+        return _common.hull(*[_common.value_range(v) for v in values])
+
     def get_config(self):
         return {
             "initial_value": self.initial_value,

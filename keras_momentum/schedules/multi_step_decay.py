@@ -40,6 +40,11 @@ class MultiStepDecay(_common.Schedule):
         )
         return self.initial_learning_rate * ops.power(self.gamma, passed)
 
+    def value_range(self):
+        initial = _common._plain(self.initial_learning_rate)
+        last = initial * self.gamma ** len(self.milestones)
+        return min(initial, last), max(initial, last)
+
     def get_config(self):
         return {
             "initial_learning_rate": self.initial_learning_rate,

@@ -88,6 +88,10 @@ class OneCycle(_common.Schedule):
             _common.as_step(step), self._phase_ends, values, self.anneal
         )
 
+    def value_range(self):
+        peak = _common._plain(self.max_learning_rate)
+        return peak / self.div_factor / self.final_div_factor, peak
+
     def get_config(self):
         return {
             "max_learning_rate": self.max_learning_rate,

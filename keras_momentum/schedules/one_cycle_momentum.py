@@ -85,6 +85,10 @@ class OneCycleMomentum(_common.Schedule):
             _common.as_step(step), self._phase_ends, values, self.anneal
         )
 
+    def value_range(self):
+        return (min(self.base_momentum, self.max_momentum),
+                max(self.base_momentum, self.max_momentum))
+
     def get_config(self):
         return {
             "base_momentum": self.base_momentum,

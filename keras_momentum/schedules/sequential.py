@@ -61,6 +61,9 @@ class Sequential(_common.Schedule):
             value = ops.where(step >= boundary, later, value)
         return value
 
+    def value_range(self):
+        return _common.hull(*[_common.value_range(s) for s in self.schedules])
+
     def get_config(self):
         return {
             "schedules": [_common.serialize_nested(schedule) for schedule in self.schedules],

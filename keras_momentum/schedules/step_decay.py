@@ -1,5 +1,7 @@
 """Step decay: multiply the learning rate by `gamma` every `step_size` steps."""
 
+import math
+
 import keras
 from keras import ops
 
@@ -39,6 +41,10 @@ class StepDecay(_common.Schedule):
         step = _common.as_step(step)
         decays = ops.floor(step / self.step_size)
         return self.initial_learning_rate * ops.power(self.gamma, decays)
+
+    def value_range(self):
+        initial = _common._plain(self.initial_learning_rate)
+        return (0.0, initial) if self.gamma <= 1.0 else (initial, math.inf)
 
     def get_config(self):
         return {

@@ -71,6 +71,10 @@ class Warmup(_common.Schedule):
         after = _common.evaluate(self.schedule, ops.maximum(step - self.warmup_steps, 0.0))
         return ops.where(step < self.warmup_steps, warm, after)
 
+    def value_range(self):
+        return _common.hull(_common.value_range(self.schedule),
+                            _common.value_range(self.initial_learning_rate))
+
     def get_config(self):
         return {
             "schedule": _common.serialize_nested(self.schedule),

@@ -80,6 +80,9 @@ class WarmupStableDecay(_common.Schedule):
         decayed = low + (peak - low) * self._remaining(progress)
         return ops.where(step < self.warmup_steps, warm, decayed)
 
+    def value_range(self):
+        return 0.0, _common._plain(self.peak_learning_rate)
+
     def get_config(self):
         return {
             "peak_learning_rate": self.peak_learning_rate,
