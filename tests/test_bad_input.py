@@ -16,6 +16,8 @@ import keras
 import numpy as np
 import pytest
 
+from keras_momentum.optimizers import diagnostics
+
 from keras_momentum import callbacks, optimizers, schedules
 from keras_momentum.optimizers import SGD
 
@@ -66,7 +68,7 @@ CASES = [
     ("lookahead-step-above-one", lambda: optimizers.Lookahead(SGD(0.1), slow_step_size=1.5), "slow_step_size", "1.5"),
     ("lookahead-clipnorm", lambda: optimizers.Lookahead(SGD(0.1), clipnorm=1.0), "clipnorm", "1.0"),
     ("instrument-a-string", lambda: optimizers.instrument("adam"), "optimizer", "'adam'"),
-    ("statistics-unknown-kind", lambda: SGD(0.1).enable_statistics("norms"), "kinds", "'norms'"),
+    ("statistics-unknown-kind", lambda: diagnostics.attach(SGD(0.1)).request(None, ["norms"], 1), "kinds", "'norms'"),
     # schedules
     ("warmup-negative-steps", lambda: schedules.Warmup(cosine(), warmup_steps=-1), "warmup_steps", "-1"),
     ("warmup-unknown-shape", lambda: schedules.Warmup(cosine(), 5, shape="quadratic"), "shape", "'quadratic'"),

@@ -20,7 +20,7 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from keras_momentum import optimizers
 from keras_momentum.callbacks import GradientNormLogger, LearningRateLogger
-from keras_momentum.optimizers._statistics import RECORD_SLOTS
+from keras_momentum.optimizers.diagnostics import RECORD_SLOTS
 
 
 @pytest.mark.tensorflow

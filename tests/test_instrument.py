@@ -24,11 +24,11 @@ def test_instrumented_adam_keeps_config_and_trains_identically():
     np.testing.assert_allclose(values[0], values[1], rtol=1e-6)
 
 
-def test_multiplier_scales_the_learning_rate():
-    optimizer = instrument(keras.optimizers.SGD(0.5))
+def test_plateau_factor_scales_a_scheduled_learning_rate():
+    optimizer = instrument(keras.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.5, 10, 1.0)))
     variable = keras.Variable(np.zeros(2, "float32"))
     optimizer.build([variable])
-    optimizer.learning_rate_multiplier.assign(0.1)
+    optimizer.plateau_state.assign([0.1, np.nan, 0.0, 0.0])
     optimizer.apply([ops.ones((2,))], [variable])
     np.testing.assert_allclose(ops.convert_to_numpy(variable), [-0.05, -0.05], rtol=1e-6)
 

@@ -145,4 +145,4 @@ def test_skip_nonfinite_in_fit_equals_training_without_the_bad_batch(name, jit):
     inner = innermost(skipping.optimizer)
     assert int(ops.convert_to_numpy(skipping.optimizer.iterations)) == 2 * (batches - 1)
     assert int(ops.convert_to_numpy(inner.nonfinite_steps)) == 2
-    assert inner.read_statistics()["nonfinite_steps"] == 2
+    assert inner.recorder is None  # nothing recorded without a logger

@@ -28,6 +28,7 @@ import keras
 import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.histogram import metadata as histogram_metadata
+from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.util import tensor_util
 
@@ -192,9 +193,12 @@ class OptimizerLogger(keras.callbacks.Callback):
             return
         now = time.time()
         self._times.append((done, now))
-        every = self._recorder.every
+        every, histogram_every = self._recorder.every, self._histogram_every()
         pending = done // every - self._read_at // every
-        if pending >= diagnostics.RECORD_SLOTS // 2 or (
+        # The device keeps the latest histograms only: read each as it is made.
+        histogram_due = histogram_every and (
+            done // histogram_every > self._read_at // histogram_every)
+        if histogram_due or pending >= diagnostics.RECORD_SLOTS // 2 or (
                 pending and now - self._read_time >= self.flush_secs / 2):
             with self._lock:
                 self._write_new_records()
@@ -224,8 +228,7 @@ class OptimizerLogger(keras.callbacks.Callback):
         ends = np.array([end for _, end in self._times] + [time.time()])
         for i in np.flatnonzero(fresh):
             step = int(steps[i])
-            values = [summary_pb2.Summary.Value(tag=tag, simple_value=float(column[i]))
-                      for tag, column in tags.items()]
+            values = [_scalar(tag, column[i]) for tag, column in tags.items()]
             wall_time = float(ends[np.searchsorted(marks, step, side="left")])
             self._write(event_pb2.Event(wall_time=wall_time, step=step,
                                         summary=summary_pb2.Summary(value=values)))
@@ -286,6 +289,15 @@ class OptimizerLogger(keras.callbacks.Callback):
         writer, self._writer = self._writer, None
         if writer is not None:
             _release_writer(writer)
+
+
+_SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None)
+
+
+def _scalar(tag, value):
+    # As `tf.summary.scalar` writes it, so TensorBoard and `tf.make_ndarray` read it alike.
+    return summary_pb2.Summary.Value(tag=tag, metadata=_SCALAR_METADATA,
+                                     tensor=tensor_util.make_tensor_proto(np.float32(value)))
 
 
 def histogram_buckets(value_range, counts):

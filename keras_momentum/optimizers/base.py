@@ -124,6 +124,9 @@ class MomentumOptimizer(InstrumentationMixin, keras.optimizers.Optimizer):
         # Keras's decoupled decay is replaced by `_coupled_gradient`/`_decoupled_decay`.
         return
 
+    def _held_back_weight_decay(self, variables):
+        return
+
     def _decays(self, variable, hyper):
         return hyper.get("weight_decay") is not None and self._use_weight_decay(variable)
 

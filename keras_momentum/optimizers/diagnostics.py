@@ -208,6 +208,16 @@ class Recorder:
         return steps, columns
 
 
+    def latest(self, values=None):
+        """The latest record as `{tag: value}`, with its update number as `"step"` (0 before any)."""
+        steps, columns = self.read(values)
+        if not len(steps):
+            return {"step": 0}
+        out = {tag: float(column[-1]) for tag, column in columns.items() if tag != "histograms"}
+        out["step"] = int(steps[-1])
+        return out
+
+
 def row_of(step, every):
     """The buffer row of update `step`: its record's slot, or the spare last row."""
     slot = ops.mod(ops.floor_divide(step, every), RECORD_SLOTS)

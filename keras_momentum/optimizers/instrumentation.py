@@ -138,12 +138,22 @@ class InstrumentationMixin:
             recorder.record_gradients(self, grads)
         return super()._clip_gradients(grads)
 
+    def _apply_weight_decay(self, variables):
+        # Keras decays the weights before `_backend_update_step`; while recording, the
+        # decay waits for it, so that `update_ratio`'s copy of the weights precedes it.
+        if self._recording() is None:
+            super()._apply_weight_decay(variables)
+
+    def _held_back_weight_decay(self, variables):
+        super()._apply_weight_decay(variables)
+
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         hyperparameters = self._step_hyperparameters(learning_rate)
         recorder = self._recording()
         if recorder is None:
             return super()._backend_update_step(grads, trainable_variables, hyperparameters)
         before = recorder.before_update(trainable_variables)
+        self._held_back_weight_decay(trainable_variables)
         super()._backend_update_step(grads, trainable_variables, hyperparameters)
         recorder.record_update(self, grads, trainable_variables, before,
                                self._hyperparameter_values(hyperparameters))

@@ -71,7 +71,7 @@ def main():
         "final": [w.tolist() for w in model.get_weights()],
         "loss": history.history["loss"],
         "iterations": int(keras.ops.convert_to_numpy(optimizer.iterations)),
-        "multiplier": float(keras.ops.convert_to_numpy(optimizer.learning_rate_multiplier)),
+        "multiplier": float(keras.ops.convert_to_numpy(optimizer.plateau_state)[0]),
         "nonfinite_steps": int(keras.ops.convert_to_numpy(optimizer.nonfinite_steps)),
         "is_chief": is_chief(model),
         "fused_kernels": optimizer._kernels is not None,

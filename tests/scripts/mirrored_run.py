@@ -27,6 +27,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_momentum import optimizers, schedules  # noqa: E402
+from keras_momentum.optimizers import diagnostics  # noqa: E402
 
 GLOBAL_BATCH = 8
 STEPS = 6
@@ -74,8 +75,8 @@ def new_model(case):
         name="net",
     )
     optimizer = CASES[case]()
-    optimizer.enable_statistics(
-        "hyperparameters", "gradient_norms", "per_variable_norms", "velocity_norm"
+    diagnostics.attach(optimizer).request(
+        "test", ["hyperparameters", "gradient_norms", "velocity_norm"], 1
     )
     model.compile(optimizer=optimizer, loss="mse")
     return model
@@ -119,7 +120,7 @@ def state(model):
     out["iterations"] = keras.ops.convert_to_numpy(optimizer.iterations)
     if optimizer.skip_nonfinite:
         out["nonfinite_steps"] = keras.ops.convert_to_numpy(optimizer.nonfinite_steps)
-    for name, value in optimizer.read_statistics().items():
+    for name, value in optimizer.recorder.latest().items():
         out[f"statistic/{name}"] = np.asarray(value)
     return out
 

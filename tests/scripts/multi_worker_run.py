@@ -85,7 +85,7 @@ def state(model, prefix):
         out[f"{prefix}velocity/{i}"] = keras.ops.convert_to_numpy(velocity)
     out[f"{prefix}iterations"] = keras.ops.convert_to_numpy(optimizer.iterations)
     out[f"{prefix}nonfinite_steps"] = keras.ops.convert_to_numpy(optimizer.nonfinite_steps)
-    out[f"{prefix}multiplier"] = keras.ops.convert_to_numpy(optimizer.learning_rate_multiplier)
+    out[f"{prefix}multiplier"] = keras.ops.convert_to_numpy(optimizer.plateau_state)[0]
     return out
 
 

@@ -82,7 +82,7 @@ def state(model):
         out[f"optimizer/{i}"] = keras.ops.convert_to_numpy(variable)
     optimizer = model.optimizer
     out["iterations"] = keras.ops.convert_to_numpy(optimizer.iterations)
-    out["multiplier"] = keras.ops.convert_to_numpy(optimizer.learning_rate_multiplier)
+    out["multiplier"] = keras.ops.convert_to_numpy(optimizer.plateau_state)
     out["nonfinite_steps"] = keras.ops.convert_to_numpy(optimizer.nonfinite_steps)
     out["velocity_count"] = np.asarray(len(optimizer.velocities))
     return out
