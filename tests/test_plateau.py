@@ -1,4 +1,4 @@
-"""keras_momentum.callbacks.ReduceLROnPlateau: multiplier reduction under schedules and wrappers.
+"""keras_momentum.callbacks.ReduceLROnPlateau: plateau-factor reduction under schedules and wrappers.
 
 The monitored quantity is injected by a callback that runs first, so each test decides exactly
 which epochs improve. Where both apply, decisions are checked against Keras's own
@@ -42,21 +42,21 @@ def fit(optimizer, scores, callback):
 PLATEAU = [1.0, 0.9, 0.9, 0.9, 0.9, 0.9, 0.5, 0.5]
 
 
-def test_schedule_keeps_advancing_under_a_reduced_multiplier():
+def test_schedule_keeps_advancing_under_a_reduced_plateau_factor():
     schedule = CosineDecay(0.1, 100)
     optimizer = optimizers.SGD(learning_rate=schedule, momentum=0.9)
     callback = ReduceLROnPlateau("score", factor=0.5, patience=2, mode="min")
     model, history = fit(optimizer, PLATEAU, callback)
     # Reductions at the ends of epochs 3 and 5 (0-based); logs hold the value during the epoch.
-    assert history["learning_rate_multiplier"] == pytest.approx([1, 1, 1, 1, 0.5, 0.5, 0.25, 0.25])
+    assert history["plateau_factor"] == pytest.approx([1, 1, 1, 1, 0.5, 0.5, 0.25, 0.25])
     for epoch, (rate, multiplier) in enumerate(
-        zip(history["learning_rate"], history["learning_rate_multiplier"])
+        zip(history["learning_rate"], history["plateau_factor"])
     ):
         step = (epoch + 1) * STEPS_PER_EPOCH
         expected = float(schedule(step)) * multiplier
         assert rate == pytest.approx(expected, rel=1e-6)
     assert int(model.optimizer.iterations) == len(PLATEAU) * STEPS_PER_EPOCH
-    assert float(model.optimizer.learning_rate_multiplier) == pytest.approx(0.25)
+    assert float(model.optimizer.plateau_factor) == pytest.approx(0.25)
 
 
 def keras_reference(scores, **kwargs):
@@ -80,7 +80,7 @@ def test_float_learning_rate_decisions_match_keras(kwargs, scores):
     assert ours["learning_rate"] == pytest.approx(expected, rel=1e-6)
     keras_sgd = fit(keras.optimizers.SGD(0.1), scores, ReduceLROnPlateau("score", mode="min", **kwargs))
     assert keras_sgd[1]["learning_rate"] == pytest.approx(expected, rel=1e-6)
-    assert "learning_rate_multiplier" not in keras_sgd[1]
+    assert "plateau_factor" not in keras_sgd[1] and "plateau_factor" not in ours
 
 
 def test_cooldown_spaces_reductions():
@@ -88,8 +88,8 @@ def test_cooldown_spaces_reductions():
     _, history = fit(optimizers.SGD(0.1), [1.0] * 9, callback)
     # Keras's rule: the cooldown counter is decremented before the epoch is judged, so with
     # cooldown=2 one epoch is skipped; reductions happen at epoch ends 1, 3, 5 and 7.
-    assert history["learning_rate_multiplier"] == pytest.approx(
-        [1, 1, 0.5, 0.5, 0.25, 0.25, 0.125, 0.125, 0.0625]
+    assert history["learning_rate"] == pytest.approx(
+        0.1 * np.array([1, 1, 0.5, 0.5, 0.25, 0.25, 0.125, 0.125, 0.0625]), rel=1e-6
     )
 
 
@@ -98,11 +98,11 @@ def test_min_lr_clips_the_multiplier_against_the_current_schedule_value():
     callback = ReduceLROnPlateau("score", factor=0.1, patience=1, min_lr=0.02, mode="min")
     model, history = fit(optimizers.SGD(schedule, momentum=0.9), [1.0, 1.0, 1.0], callback)
     base_at_reduction = float(schedule(2 * STEPS_PER_EPOCH))
-    multiplier = float(model.optimizer.learning_rate_multiplier)
+    multiplier = float(model.optimizer.plateau_factor)
     assert multiplier == pytest.approx(0.02 / base_at_reduction, rel=1e-6)
     # At the third epoch end the effective rate is below min_lr (the schedule decayed): no change.
     assert history["learning_rate"][2] < 0.02
-    assert history["learning_rate_multiplier"][2] == pytest.approx(multiplier)
+    assert history["plateau_factor"][2] == pytest.approx(multiplier)
 
 
 @pytest.mark.parametrize("inner_kind", ["package_schedule", "keras_float", "instrumented_schedule"])
@@ -120,7 +120,7 @@ def test_loss_scale_optimizer_is_unwrapped(inner_kind):
     if inner_kind == "keras_float":
         assert float(innermost.learning_rate) == pytest.approx(0.025)
     else:
-        assert float(innermost.learning_rate_multiplier) == pytest.approx(0.25)
+        assert float(innermost.plateau_factor) == pytest.approx(0.25)
         assert float(innermost.learning_rate) == pytest.approx(
             0.25 * float(schedule(3 * STEPS_PER_EPOCH)), rel=1e-6
         )
@@ -132,13 +132,13 @@ def test_plain_keras_optimizer_with_a_schedule_is_refused():
         fit(optimizer, [1.0, 1.0], ReduceLROnPlateau("score", mode="min"))
 
 
-def test_multiplier_survives_save_and_load(tmp_path):
+def test_plateau_state_survives_save_and_load(tmp_path):
     callback = ReduceLROnPlateau("score", factor=0.5, patience=1, mode="min")
     model, _ = fit(optimizers.SGD(CosineDecay(0.1, 100), momentum=0.9), [1.0, 1.0, 1.0], callback)
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
-    assert float(loaded.optimizer.learning_rate_multiplier) == pytest.approx(0.25)
+    assert float(loaded.optimizer.plateau_factor) == pytest.approx(0.25)
     assert float(loaded.optimizer.learning_rate) == pytest.approx(
         float(model.optimizer.learning_rate), rel=1e-6
     )

@@ -238,7 +238,13 @@ class OptimizerLogger(keras.callbacks.Callback):
         if histograms is not None and self._histogram_every():
             self._write_histograms(*histograms)
         if self._writer is not None:
-            self._guard(self._writer.flush)
+            self._guard(self._flush)
+
+    def _flush(self):
+        self._writer.flush()
+        path = self._writer._file_name
+        if "://" not in path and not os.path.exists(path):
+            raise OSError(f"the event file {path!r} is gone")
 
     def _write_histograms(self, step, rows):
         if step <= getattr(self, "_last_histogram_step", 0) or step % self._histogram_every():

@@ -119,6 +119,13 @@ class InstrumentationMixin:
             return 0
         return len(self._state_variables()) - self._unbuilt_variable_count
 
+    def __reduce__(self):
+        # As for Keras's optimizers, a copy comes back unbuilt, from the configuration; its
+        # `iterations`, learning-rate variable and plateau state come with it.
+        count = self._unbuilt_variable_count if self.built else len(self._state_variables())
+        values = [np.asarray(keras.ops.convert_to_numpy(v)) for v in self._state_variables()[:count]]
+        return _unpickle, (type(self), self.get_config(), values)
+
     # ------------------------------------------------------- diagnostics hooks
     def _recording(self):
         """The recorder, while a logger is attached and the step being traced records."""
@@ -173,3 +180,10 @@ class InstrumentationMixin:
         if self.weight_decay is not None:
             values["weight_decay"] = self.weight_decay
         return values
+
+
+def _unpickle(cls, config, values):
+    optimizer = cls.from_config(config)
+    for variable, value in zip(optimizer.variables, values):
+        variable.assign(value)
+    return optimizer

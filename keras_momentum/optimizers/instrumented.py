@@ -27,6 +27,7 @@ def instrumented_class(optimizer_class):
             },
         )
         keras.saving.register_keras_serializable(package="keras_momentum", name=name)(subclass)
+        globals()[name] = subclass  # so that pickle finds the class by name
         _INSTRUMENTED[optimizer_class] = subclass
     return _INSTRUMENTED[optimizer_class]
 
