@@ -72,13 +72,16 @@ class TrainFunctionSwitch:
         self.plain = None
         self.position = None
         self.exact = _host_counts_updates(model, recorder.optimizer)
+        self.recording_calls = self.plain_calls = 0
 
     def __call__(self, *args, **kwargs):
         position, self.position = self.position, None
         if position is not None and (not self.exact or self._records(position)):
+            self.recording_calls += 1
             return self.recording(*args, **kwargs)
         if self.plain is None:
             self.plain = self._trace_plain()
+        self.plain_calls += 1
         return self.plain(*args, **kwargs)
 
     def _records(self, position):
@@ -211,8 +214,7 @@ class OptimizerLogger(keras.callbacks.Callback):
         with self._lock:
             self._write_new_records()
             self._close_writer()
-            if self._switch is not None and self.model.train_function is self._switch:
-                self.model.train_function = None  # later fits trace without statistics
+            # The switch stays: executions no logger announces run its plain function.
             self._switch = None
             self._recorder.release(self)
 

@@ -26,6 +26,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_momentum.optimizers._dense import is_indexed_slices
+
 RECORD_SLOTS = 256
 HISTOGRAM_BINS = 30
 KINDS = ("hyperparameters", "gradient_norms", "update_ratio", "velocity_norm", "histograms")
@@ -91,7 +93,8 @@ class Recorder:
 
     def records_any(self, first, last):
         """Whether an update numbered `first` to `last` (inclusive) records anything."""
-        periods = {self.every} | ({self.histogram_every} - {0})
+        periods = {e for _, e, _ in self.requests.values()} | {
+            h for _, _, h in self.requests.values() if h}
         return last >= first and any(last // n > (first - 1) // n for n in periods)
 
     # -------------------------------------------------------------- buffers
@@ -259,7 +262,7 @@ def _gradient_row(optimizer, squares):
 
 def _values(tensor):
     # IndexedSlices: the stored rows (rows repeated in `indices` count apart).
-    return getattr(tensor, "values", tensor) if hasattr(tensor, "indices") else tensor
+    return tensor.values if is_indexed_slices(tensor) else tensor
 
 
 def _square_sum(tensor):
