@@ -43,9 +43,10 @@ BATCH = 8
 STEPS_PER_EPOCH = 6
 EPOCHS = 4
 NAN_BATCH = 1
-# The plateau reducer watches this signal: it rises once (epoch 1, one reduction) and falls
-# afterwards, so its decisions do not depend on counters lost in a restart.
-SIGNAL = (1.0, 2.0, 0.5, 0.25)
+# The plateau reducer (patience 2) watches this signal: epochs 1 and 2 do not improve, so it
+# reduces at the end of epoch 2, after the kill, only if the resumed run kept the count of
+# epoch 1 (the reducer's counters are optimizer state).
+SIGNAL = (1.0, 2.0, 2.0, 0.25)
 FLUSH_SECS = 0.2
 
 
@@ -78,7 +79,7 @@ def new_model():
 
 def state(model):
     out = {f"weight/{i}": np.asarray(w) for i, w in enumerate(model.get_weights())}
-    for i, variable in enumerate(model.optimizer.variables):
+    for i, variable in enumerate(model.optimizer._state_variables()):
         out[f"optimizer/{i}"] = keras.ops.convert_to_numpy(variable)
     optimizer = model.optimizer
     out["iterations"] = keras.ops.convert_to_numpy(optimizer.iterations)
@@ -180,7 +181,7 @@ def train(work, frequency, log_dir, extra):
         callbacks=[
             Signal(),
             # Before BackupAndRestore: an epoch-end backup then holds the reduced rate.
-            callbacks.ReduceLROnPlateau(monitor="signal", mode="min", factor=0.5, patience=0),
+            callbacks.ReduceLROnPlateau(monitor="signal", mode="min", factor=0.5, patience=2),
             keras.callbacks.BackupAndRestore(os.path.join(work, "backup"), save_freq=frequency),
             Pace(),
             # After it: the loggers start counting from the restored update count.
