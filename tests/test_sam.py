@@ -122,23 +122,32 @@ def test_rho_zero_trains_as_the_plain_model():
 
 @pytest.mark.parametrize("adaptive", [False, True], ids=["sam", "asam"])
 def test_batch_normalization_statistics_move_once_per_step(adaptive):
-    # Batch normalisation first: its input is the batch itself, so a second update per step
-    # would show as (1 - m)(1 + m) instead of (1 - m) times the batch mean.
+    # The first layer's input is the batch itself, so a second update per step would show as
+    # (1 - m)(1 + m) instead of (1 - m) times the batch mean. The second batch normalisation
+    # follows a dense layer: after one step its statistics are those of the unperturbed weights.
     momentum, steps = 0.8, 3
     net = keras.Sequential([
         keras.Input((6,)), keras.layers.BatchNormalization(momentum=momentum),
+        keras.layers.Dense(4), keras.layers.BatchNormalization(momentum=momentum),
         keras.layers.Dense(2),
     ])
+    kernel, bias = net.layers[1].get_weights()
     sam = SharpnessAwareMinimization(net, rho=0.5, adaptive=adaptive)
     sam.compile(optimizer=SGD(0.05, momentum=0.9), loss="mse")
     x, y = regression_data(BATCH)
-    for _ in range(steps):
+    hidden = (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-3) @ kernel + bias
+    sam.train_on_batch(x, y)
+    # (Its moving mean would not tell: the mean of `hidden` is the bias, whose gradient the
+    # normalisation cancels.)
+    np.testing.assert_allclose(net.layers[2].moving_variance.numpy(),
+                               momentum + (1 - momentum) * hidden.var(0), rtol=1e-5)
+    for _ in range(steps - 1):
         sam.train_on_batch(x, y)
-    batch_norm = net.layers[0]
+    first = net.layers[0]
     kept = 1 - momentum**steps
-    np.testing.assert_allclose(batch_norm.moving_mean.numpy(), kept * x.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(first.moving_mean.numpy(), kept * x.mean(0), rtol=1e-5)
     np.testing.assert_allclose(
-        batch_norm.moving_variance.numpy(), momentum**steps + kept * x.var(0), rtol=1e-5
+        first.moving_variance.numpy(), momentum**steps + kept * x.var(0), rtol=1e-5
     )
 
 
