@@ -270,6 +270,35 @@ def test_backup_and_restore_resumes_where_the_run_stopped(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+class TwoDense(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(4, activation="tanh")
+        self.out = keras.layers.Dense(2)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+def test_unbuilt_subclassed_and_multi_output_models_train():
+    x, y = regression_data()
+    sam = SharpnessAwareMinimization(TwoDense())
+    sam.compile(optimizer=SGD(0.05, momentum=0.9), loss="mse")
+    assert np.isfinite(sam.fit(x, y, batch_size=BATCH, verbose=0).history["loss"][0])
+
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(4)(inputs)
+    outputs = {"a": keras.layers.Dense(2, name="a")(hidden),
+               "b": keras.layers.Dense(1, name="b")(hidden)}
+    sam = SharpnessAwareMinimization(keras.Model(inputs, outputs))
+    sam.compile(optimizer=SGD(0.05), loss={"a": "mse", "b": "mae"}, metrics={"a": ["mae"]})
+    history = sam.fit(x, {"a": y, "b": y[:, :1]}, batch_size=BATCH, verbose=0).history
+    assert {"loss", "a_loss", "b_loss", "a_mae"} <= set(history)
+    # Each per-output loss is reported once per step, from the first pass.
+    assert history["loss"][0] == pytest.approx(history["a_loss"][0] + history["b_loss"][0],
+                                               rel=1e-5)
+
+
 @pytest.mark.parametrize(
     "kwargs, name",
     [({"rho": -0.1}, "rho"), ({"rho": float("nan")}, "rho"), ({"rho": True}, "rho"),

@@ -91,6 +91,10 @@ def tensorflow_train_step(model, data):
     import tensorflow as tf
 
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    if not model.built:
+        # Without a strategy Keras builds the model while tracing the first step; the
+        # passes need its variables before they start. Inference mode changes no state.
+        model(x, training=False)
     trainable = [tf.convert_to_tensor(v.value) for v in model.trainable_variables]
     non_trainable = [tf.convert_to_tensor(v.value) for v in model.non_trainable_variables]
     metrics = [tf.convert_to_tensor(v.value) for v in model.metrics_variables]

@@ -83,11 +83,6 @@ class SharpnessAwareMinimization(keras.Model):
         if model.built:
             self.built = True
 
-    def build(self, input_shape):
-        if not self.model.built:
-            self.model.build(input_shape)
-        self.built = True
-
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)
 
