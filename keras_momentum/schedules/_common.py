@@ -18,8 +18,10 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
     def __repr__(self):
         # Arguments are the configuration's keys; nested schedules print as themselves, not as
         # their serialised dicts.
-        return _call_repr(type(self).__name__, {
-            name: getattr(self, name, value) for name, value in self.get_config().items()})
+        arguments = {name: getattr(self, name, value) for name, value in self.get_config().items()}
+        if arguments.get("name", "") is None:  # an unnamed schedule: nothing worth printing
+            del arguments["name"]
+        return _call_repr(type(self).__name__, arguments)
 
 
 def _call_repr(name, arguments):
