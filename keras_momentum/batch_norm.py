@@ -25,9 +25,9 @@ def update_batch_norm(model, data, batch_size=None):
     Args:
         model: a built `keras.Model` (or layer).
         data: the batches: a `tf.data.Dataset`, a `keras.utils.PyDataset` or any iterable
-            of batches, each `x` or a tuple/list whose first element is `x` (as
-            `(x, y)` or `(x, y, sample_weight)`); or arrays (or a dict or list of
-            arrays, for a model with several inputs), cut into batches of `batch_size`.
+            of batches (a list included), each `x` or a tuple/list whose first element
+            is `x` (as `(x, y)` or `(x, y, sample_weight)`); or one array (or a dict of
+            arrays, for named inputs), cut into batches of `batch_size` in order.
         batch_size: int >= 1, for arrays only; defaults to 32.
 
     Returns:
@@ -76,8 +76,9 @@ def _inputs(batch):
 
 
 def _batches(data, batch_size):
-    leaves = keras.tree.flatten(data)
-    if leaves and all(hasattr(leaf, "shape") and hasattr(leaf, "dtype") for leaf in leaves):
+    # One array, or a dict of arrays (named inputs); a list or tuple is a sequence of batches.
+    leaves = list(data.values()) if isinstance(data, dict) else [data]
+    if all(hasattr(leaf, "shape") and hasattr(leaf, "dtype") for leaf in leaves):
         size = batch_size or 32
         count = int(leaves[0].shape[0])
         for start in range(0, count, size):
