@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from _processes import run
 
-from keras_momentum.callbacks import GradientNormLogger
+from keras_momentum.callbacks import GradientNormLogger, ReduceLROnPlateau
 from keras_momentum.models import SharpnessAwareMinimization
 from keras_momentum.optimizers import SGD
+from keras_momentum.schedules import CosineDecay
 
 FIXTURE = json.loads((pathlib.Path(__file__).parent / "fixtures" / "sam_torch.json").read_text())
 BATCH = 16
@@ -237,13 +238,14 @@ def test_mixed_precision_trains_close_to_float32(policy):
     np.testing.assert_allclose(losses, reference, rtol=0.05)
 
 
-def test_gradient_norm_logger_runs_with_the_wrapper(tmp_path):
+def test_loggers_schedules_and_plateau_reducer_run_with_the_wrapper(tmp_path):
     x, y = regression_data()
     sam = SharpnessAwareMinimization(regularised_net())
-    sam.compile(optimizer=SGD(0.05, momentum=0.9), loss="mse")
-    history = sam.fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
-                      callbacks=[GradientNormLogger(str(tmp_path / "logs"))])
-    assert np.isfinite(history.history["loss"][0])
+    sam.compile(optimizer=SGD(CosineDecay(0.05, 100), momentum=0.9), loss="mse")
+    callbacks = [GradientNormLogger(str(tmp_path / "logs")),
+                 ReduceLROnPlateau(monitor="loss", patience=0)]
+    history = sam.fit(x, y, batch_size=BATCH, epochs=2, verbose=0, callbacks=callbacks)
+    assert np.all(np.isfinite(history.history["loss"]))
 
 
 def test_backup_and_restore_resumes_where_the_run_stopped(tmp_path):

@@ -1,6 +1,7 @@
 """Sharpness-aware minimisation (SAM) and its adaptive form (ASAM) as a model wrapper."""
 
 import math
+import numbers
 
 import keras
 
@@ -66,13 +67,13 @@ class SharpnessAwareMinimization(keras.Model):
         super().__init__(**kwargs)
         if not isinstance(model, keras.layers.Layer):
             raise ValueError(f"`model` must be a keras.Model or layer, got {model!r}")
-        if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not (
+        if isinstance(rho, bool) or not isinstance(rho, numbers.Real) or not (
             math.isfinite(rho) and rho >= 0
         ):
             raise ValueError(f"`rho` must be a finite float >= 0, got {rho!r}")
         if not isinstance(adaptive, bool):
             raise ValueError(f"`adaptive` must be True or False, got {adaptive!r}")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not (
             math.isfinite(eps) and eps > 0
         ):
             raise ValueError(f"`eps` must be a finite float > 0, got {eps!r}")
