@@ -17,7 +17,7 @@ def _applies(item, backend):
     """Whether `item` runs in this backend's pass (markers are described in pyproject.toml)."""
     if backend == "tensorflow":
         return True
-    if item.get_closest_marker("tensorflow") or item.get_closest_marker("all_backends"):
+    if any(item.get_closest_marker(name) for name in ("tensorflow", "all_backends", "slow")):
         return False
     return not (backend == "torch" and item.get_closest_marker("not_torch"))
 
@@ -28,5 +28,6 @@ def pytest_collection_modifyitems(config, items):
     backend = keras.backend.backend()
     kept = [item for item in items if _applies(item, backend)]
     if len(kept) < len(items):
-        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        kept_ids = {id(item) for item in kept}
+        config.hook.pytest_deselected(items=[item for item in items if id(item) not in kept_ids])
         items[:] = kept

@@ -116,6 +116,7 @@ def test_hooks_models_record_in_every_fit_with_or_without_loggers(tmp_path):
     assert len(list((tmp_path / "train").glob("events.out.*"))) == 2  # one per loggers' fit
 
 
+@pytest.mark.slow
 def test_step_overhead_alternates_three_functions_of_which_one_records():
     dataset = data.load_dataset("embedded").head(256, 64)
     result = step_overhead.measure_step_overhead(
@@ -139,6 +140,7 @@ def test_speed_ratio_interval_of_constant_times_is_the_ratio():
     assert low < 2.0 < high and high - low < 0.01
 
 
+@pytest.mark.slow
 def test_quick_run_writes_under_its_own_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     diagnostics_overhead.main(["--quick", "--breakdown"])
