@@ -43,9 +43,12 @@ def summarize(runs):
     return summaries
 
 
-def _cell(stat, digits, scale=1.0):
+NOT_REACHED = "not reached"
+
+
+def _cell(stat, digits, scale=1.0, missing="-"):
     if stat["mean"] is None:
-        return "never"
+        return missing
     text = f"{stat['mean'] * scale:.{digits}f}"
     if stat["count"] > 1:
         text += f"±{stat['std'] * scale:.{digits}f}"
@@ -53,17 +56,19 @@ def _cell(stat, digits, scale=1.0):
 
 
 def _reached(stat, repeats, digits):
-    text = _cell(stat, digits)
+    text = _cell(stat, digits, missing=NOT_REACHED)
     if 0 < stat["count"] < repeats:
         text += f" ({stat['count']}/{repeats})"
     return text
 
 
-def format_table(summaries, target_accuracy):
-    """A fixed-width table: accuracy, time to target accuracy, throughput, optimizer memory."""
+def format_table(summaries, target_accuracy, epochs):
+    """A fixed-width table: accuracy, time to target accuracy, throughput, optimizer memory,
+    followed by what its marks mean when it has any."""
+    target = f"{target_accuracy:g}"
     headers = (
-        "config", "precision", "final acc", "best acc", f"epochs->{target_accuracy:g}",
-        f"steps->{target_accuracy:g}", f"train s->{target_accuracy:g}", "samples/s", "slot KiB",
+        "config", "precision", "final acc", "best acc", f"epochs->{target}",
+        f"steps->{target}", f"train s->{target}", "samples/s", "slot KiB",
     )
     rows = [
         (
@@ -82,7 +87,16 @@ def format_table(summaries, target_accuracy):
         return "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
 
     rule = "  ".join("-" * width for width in widths)
-    return "\n".join([line(headers), rule, *map(line, rows)])
+    notes = []
+    counts = [(s["epochs_to_target"]["count"], s["repeats"]) for s in summaries]
+    if any(count == 0 for count, _ in counts):
+        notes.append(f"{NOT_REACHED}: test accuracy stayed below {target} in all {epochs} "
+                     f"epochs of every seed (--target-accuracy sets the target)")
+    if any(0 < count < repeats for count, repeats in counts):
+        notes.append(f"(k/n): k of n seeds reached {target}; the figure averages those k")
+    if any(s["repeats"] > 1 for s in summaries):
+        notes.append("a±b: mean ± standard deviation over seeds")
+    return "\n".join([line(headers), rule, *map(line, rows), *notes])
 
 
 def _json_default(value):

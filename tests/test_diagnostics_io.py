@@ -22,6 +22,8 @@ from keras_momentum import optimizers
 from keras_momentum.callbacks import GradientNormLogger, LearningRateLogger
 from keras_momentum.optimizers.diagnostics import RECORD_SLOTS
 
+pytestmark = pytest.mark.all_backends
+
 
 @pytest.mark.tensorflow
 def test_optimizer_without_instrumentation_is_rejected(tmp_path):

@@ -245,6 +245,7 @@ def test_traces_once_under_xla_with_a_step_variable(name):
     assert len(traces) == 1
 
 
+@pytest.mark.all_backends
 def test_same_values_on_the_jax_backend():
     pytest.importorskip("jax")
     steps = [0, 3, 8, 13, 29, 47, 250]

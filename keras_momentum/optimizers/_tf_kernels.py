@@ -10,6 +10,10 @@ def apply_sgd(optimizer, gradient, variable, velocity, hyper):
     """Applies one SGD update with a fused kernel; False when no kernel is exact."""
     if isinstance(gradient, tf.IndexedSlices):
         return False
+    # The kernels update a slot of the weight's dtype in place; other storage (a
+    # `velocity_dtype` such as bfloat16 or int8) takes the generic path.
+    if velocity is not None and velocity.dtype != variable.dtype:
+        return False
     if isinstance(variable, keras.Variable):
         variable = variable.value
     if variable.dtype not in FUSED_DTYPES:

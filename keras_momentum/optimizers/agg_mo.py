@@ -4,6 +4,8 @@ import keras
 from keras import ops
 
 from keras_momentum.optimizers import _hyperparameters as hp
+from keras_momentum.optimizers import _velocity_storage as storage
+from keras_momentum.optimizers._cautious import mask_disagreeing
 from keras_momentum.optimizers._dense import dense_gradient
 from keras_momentum.optimizers.base import MomentumOptimizer
 
@@ -33,6 +35,11 @@ class AggMo(MomentumOptimizer):
     regularisation, `pytorch_optimizer.AggMo`'s default); `"decoupled"` (default) applies
     `θ ← θ − η·λ·θ` beside the step (`pytorch_optimizer.AggMo(weight_decouple=True)`).
 
+    `cautious=True` (Liang et al., 2024) masks the step `Δθ = (η/K)·Σ_i v_i`, not the
+    velocities: with `m_j = 1` where `Δθ_j·g_j < 0` (the step descends), else 0,
+    `θ ← θ + Δθ ⊙ m / max(mean(m), 10⁻³)`. `velocity_dtype` stores every `v_i` as
+    `SGD` stores its velocity (int8: one set of block scales per `v_i`).
+
     Args:
         learning_rate: float >= 0, a `LearningRateSchedule`, or a zero-argument callable.
             Defaults to 1e-3.
@@ -40,6 +47,12 @@ class AggMo(MomentumOptimizer):
             Defaults to `(0.0, 0.9, 0.99)`.
         weight_decay: None, a float >= 0 or a schedule.
         weight_decay_mode: `"decoupled"` (default) or `"coupled"`.
+        velocity_dtype: None (the weight's dtype), `"float32"`, `"bfloat16"` or
+            `"int8"`: how the velocities are stored (see `SGD`). Defaults to None.
+        cautious: bool, mask the step's components that disagree in sign with the
+            gradient (above). Defaults to False.
+        adaptive_clipnorm: None or a float > 0: clip each output unit's gradient to this
+            multiple of its weights' norm (Brock et al., 2021). Defaults to None.
         skip_nonfinite: skip updates whose gradients are not finite. Defaults to False.
         **kwargs: Keras's optimizer arguments (`clipnorm`, `clipvalue`,
             `global_clipnorm`, `use_ema`, `ema_momentum`, `ema_overwrite_frequency`,
@@ -49,6 +62,8 @@ class AggMo(MomentumOptimizer):
         Lucas, Sun, Zemel & Grosse, "Aggregated Momentum: Stability Through Passive
         Damping", ICLR 2019.
     """
+
+    supports_velocity_options = True
 
     def __init__(
         self,
@@ -73,26 +88,36 @@ class AggMo(MomentumOptimizer):
         super().build(variables)
         names = [f"velocity_{i}" for i in range(len(self.betas))]
         # One list per beta, each with one velocity per trainable variable.
-        self.velocities = list(self.add_optimizer_variables(variables, names))
+        self.velocities, self.velocity_scales = self._add_velocity_slots(variables, names)
 
     def _velocity_variables(self):
         return [v for per_beta in self.velocities for v in per_beta if v is not None]
 
+    def _velocity_slots(self):
+        return [
+            (v, s)
+            for per_beta, scales in zip(self.velocities, self.velocity_scales)
+            for v, s in zip(per_beta, scales)
+            if v is not None
+        ]
+
     def update_step(self, gradient, variable, hyper):
-        gradient = dense_gradient(gradient, variable.dtype)
+        dtype = variable.dtype if self.velocity_dtype is None else storage.compute_dtype(variable)
+        gradient = dense_gradient(gradient, dtype)
         gradient = self._coupled_gradient(gradient, variable, hyper)
         self._decoupled_decay(variable, hyper)
         index = self._get_variable_index(variable)
         total = None
-        for beta, per_beta in zip(self.betas, self.velocities):
-            velocity = per_beta[index]
-            new_velocity = ops.subtract(
-                ops.multiply(ops.cast(beta, variable.dtype), velocity), gradient
-            )
-            self.assign(velocity, new_velocity)
+        for beta, per_beta, scales in zip(self.betas, self.velocities, self.velocity_scales):
+            velocity = storage.read(per_beta[index], scales[index], dtype)
+            new_velocity = ops.subtract(ops.multiply(ops.cast(beta, dtype), velocity), gradient)
+            storage.write(self, per_beta[index], scales[index], new_velocity)
             total = new_velocity if total is None else ops.add(total, new_velocity)
-        scale = ops.divide(ops.cast(hyper["learning_rate"], variable.dtype), len(self.betas))
-        self.assign_add(variable, ops.multiply(scale, total))
+        scale = ops.divide(ops.cast(hyper["learning_rate"], dtype), len(self.betas))
+        step = ops.multiply(scale, total)
+        if self.cautious:
+            step = mask_disagreeing(step, gradient, subtracted=False)
+        self.assign_add(variable, ops.cast(step, variable.dtype))
 
     def get_config(self):
         config = super().get_config()

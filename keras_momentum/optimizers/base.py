@@ -4,12 +4,14 @@ import keras
 from keras import ops
 
 from keras_momentum.optimizers import _hyperparameters as hp
+from keras_momentum.optimizers import _velocity_storage as storage
+from keras_momentum.optimizers._adaptive_clipping import AdaptiveClipping
 from keras_momentum.optimizers.instrumentation import InstrumentationMixin
 
 WEIGHT_DECAY_MODES = ("decoupled", "coupled")
 
 
-class MomentumOptimizer(InstrumentationMixin, keras.optimizers.Optimizer):
+class MomentumOptimizer(InstrumentationMixin, AdaptiveClipping, keras.optimizers.Optimizer):
     """Base class: schedulable hyperparameters, weight-decay modes, non-finite skipping.
 
     Subclasses list the names of their schedulable hyperparameters in
@@ -35,12 +37,24 @@ class MomentumOptimizer(InstrumentationMixin, keras.optimizers.Optimizer):
     logged by `GradientNormLogger`). Under a `tf.distribute` strategy (TensorFlow only) the
     replicas decide together: an inf or NaN in any replica's gradients skips the update on
     every replica.
+
+    `adaptive_clipnorm=λ` clips each output unit's gradient to at most `λ` times its
+    weights' norm (at least 1e-3), after Keras's `clipnorm`/`clipvalue`/`global_clipnorm`
+    (Brock et al., 2021; see `_adaptive_clipping`).
+
+    Optimizers that keep momentum velocities set `supports_velocity_options` and take
+    `velocity_dtype` (storage of the velocities: None for the weight's dtype, `"float32"`,
+    `"bfloat16"` or block-wise `"int8"`; see `_velocity_storage`) and `cautious` (Liang et
+    al., 2024); the others reject both.
     """
 
     scheduled_hyperparameters = ("weight_decay",)
     # `(mode, why)` for optimizers whose weight decay has one form only (LARS, ScheduleFreeSGD):
     # they take no `weight_decay_mode` argument, and their config has none.
     fixed_weight_decay_mode = None
+    # Whether `velocity_dtype` and `cautious` are arguments (optimizers with momentum
+    # velocities whose update each defines its cautious mask).
+    supports_velocity_options = False
 
     def __init__(
         self,
@@ -48,9 +62,28 @@ class MomentumOptimizer(InstrumentationMixin, keras.optimizers.Optimizer):
         weight_decay=None,
         weight_decay_mode=None,
         skip_nonfinite=False,
+        adaptive_clipnorm=None,
+        velocity_dtype=None,
+        cautious=False,
         **kwargs,
     ):
         learning_rate = _check_learning_rate(learning_rate)
+        if not self.supports_velocity_options:
+            for name, value, default in (("velocity_dtype", velocity_dtype, None),
+                                         ("cautious", cautious, False)):
+                if value is not default:
+                    raise ValueError(
+                        f"`{name}` is not an argument of {type(self).__name__}, got "
+                        f"{name}={value!r}; it is defined for optimizers with momentum "
+                        "velocities (SGD, QHM, AggMo, LARS)"
+                    )
+        velocity_dtype = storage.check_velocity_dtype(velocity_dtype)
+        if not isinstance(cautious, bool):
+            raise TypeError(f"`cautious` must be a bool, got {cautious!r}")
+        if adaptive_clipnorm is not None:
+            adaptive_clipnorm = hp.check_number(
+                "adaptive_clipnorm", adaptive_clipnorm, low=0.0, low_open=True
+            )
         if weight_decay is not None:
             weight_decay = hp.check_hyperparameter("weight_decay", weight_decay, low=0.0)
         if self.fixed_weight_decay_mode is not None:
@@ -74,6 +107,9 @@ class MomentumOptimizer(InstrumentationMixin, keras.optimizers.Optimizer):
         self.weight_decay = weight_decay
         self.weight_decay_mode = weight_decay_mode
         self.skip_nonfinite = skip_nonfinite
+        self.adaptive_clipnorm = adaptive_clipnorm
+        self.velocity_dtype = velocity_dtype
+        self.cautious = cautious
         if skip_nonfinite:
             with keras.name_scope(self.name, caller=self):
                 self.nonfinite_steps = keras.Variable(
@@ -107,17 +143,37 @@ class MomentumOptimizer(InstrumentationMixin, keras.optimizers.Optimizer):
         return hp.is_schedule(momentum) or momentum != 0
 
     def _add_velocities(self, variables):
-        """One velocity per variable (named after its path) in `self.velocities`, or none."""
-        self.velocities = (
-            self.add_optimizer_variables(variables, "velocity") if self.has_velocity else []
+        """One velocity per variable (named after its path) in `self.velocities`, or none;
+        with `velocity_dtype="int8"`, their block scales in `self.velocity_scales`."""
+        self.velocities, self.velocity_scales = (
+            self._add_velocity_slots(variables, "velocity") if self.has_velocity else ([], [])
         )
+
+    def _add_velocity_slots(self, variables, name):
+        """`(velocities, scales)` stored as `velocity_dtype` says, aligned with `variables`."""
+        return storage.add_velocities(self, variables, name, self.velocity_dtype)
 
     def _velocity_variables(self):
         return [v for v in getattr(self, "velocities", []) if v is not None]
 
+    def _velocity_slots(self):
+        """`(velocity, scales or None)` for each kept velocity, in `_velocity_variables()` order."""
+        velocities = getattr(self, "velocities", [])
+        scales = getattr(self, "velocity_scales", None) or [None] * len(velocities)
+        return [(v, s) for v, s in zip(velocities, scales) if v is not None]
+
     def _velocity_values(self):
-        """The velocities as float32 tensors, for the diagnostics' `velocity_norm`."""
-        return [ops.cast(v, "float32") for v in self._velocity_variables()]
+        """The stored velocities as float32 tensors (int8 dequantised), in the order of
+        `_velocity_variables()`: what diagnostics take norms of."""
+        return [storage.read(v, s, "float32") for v, s in self._velocity_slots()]
+
+    # -------------------------------------------------------------- clipping
+    def _clipping_configured(self):
+        """Whether any gradient clipping is set (Keras's three kinds or `adaptive_clipnorm`)."""
+        return any(
+            getattr(self, name, None) is not None
+            for name in ("clipnorm", "clipvalue", "global_clipnorm", "adaptive_clipnorm")
+        )
 
     # ---------------------------------------------------------- weight decay
     def _apply_weight_decay(self, variables):
@@ -166,6 +222,10 @@ class MomentumOptimizer(InstrumentationMixin, keras.optimizers.Optimizer):
         if self.fixed_weight_decay_mode is None:
             config["weight_decay_mode"] = self.weight_decay_mode
         config["skip_nonfinite"] = self.skip_nonfinite
+        config["adaptive_clipnorm"] = self.adaptive_clipnorm
+        if self.supports_velocity_options:
+            config["velocity_dtype"] = self.velocity_dtype
+            config["cautious"] = self.cautious
         for name in self.scheduled_hyperparameters:
             config[name] = hp.serialize(getattr(self, name))
         return config

@@ -6,6 +6,8 @@ import keras
 from keras import ops
 
 from keras_momentum.optimizers import _hyperparameters as hp
+from keras_momentum.optimizers import _velocity_storage as storage
+from keras_momentum.optimizers._cautious import mask_disagreeing
 from keras_momentum.optimizers._dense import dense_gradient
 from keras_momentum.optimizers.base import MomentumOptimizer
 
@@ -44,6 +46,13 @@ class LARS(MomentumOptimizer):
     is the common practice (`pytorch_optimizer`, SimCLR, MLPerf), not the paper's.
     Sparse `IndexedSlices` gradients are densified.
 
+    `cautious=True` (Liang et al., 2024) masks the step, not the velocity: with `u = v`
+    (or `m·v + η·r·(g + λ·θ)` with Nesterov) and `c_i = 1` where `u_i` agrees in sign
+    with the gradient that enters the velocity, `(g + λ·θ)_i` (`g_i` for a tensor
+    excluded from adaptation), else 0: `θ ← θ − u ⊙ c / max(mean(c), 10⁻³)`. Without a
+    velocity (`momentum=0`) it changes nothing. `velocity_dtype` stores the velocity as
+    `SGD` stores its own.
+
     Args:
         learning_rate: `η`: float >= 0, a `LearningRateSchedule`, or a zero-argument
             callable. There is no default: LARS is used with large rates that depend on
@@ -57,6 +66,12 @@ class LARS(MomentumOptimizer):
         exclude_from_adaptation: None, a regular expression, or a list of them; variables
             whose `path` matches one (`re.search`) are excluded from adaptation and decay
             in addition to those with at most one dimension.
+        velocity_dtype: None (the weight's dtype), `"float32"`, `"bfloat16"` or
+            `"int8"`: how the velocity is stored (see `SGD`). Defaults to None.
+        cautious: bool, mask the step's components that disagree in sign with the
+            gradient (above). Defaults to False.
+        adaptive_clipnorm: None or a float > 0: clip each output unit's gradient to this
+            multiple of its weights' norm (Brock et al., 2021). Defaults to None.
         skip_nonfinite: skip updates whose gradients are not finite. Defaults to False.
         **kwargs: Keras's optimizer arguments (`clipnorm`, `clipvalue`,
             `global_clipnorm`, `use_ema`, `ema_momentum`, `ema_overwrite_frequency`,
@@ -69,6 +84,7 @@ class LARS(MomentumOptimizer):
 
     scheduled_hyperparameters = ("momentum", "weight_decay")
     fixed_weight_decay_mode = ("coupled", "its weight decay is always coupled, inside the trust ratio")
+    supports_velocity_options = True
 
     def __init__(
         self,
@@ -118,23 +134,25 @@ class LARS(MomentumOptimizer):
         return not any(re.search(pattern, path) for pattern in self.exclude_from_adaptation)
 
     def update_step(self, gradient, variable, hyper):
-        gradient = dense_gradient(gradient, variable.dtype)
+        dtype = variable.dtype if self.velocity_dtype is None else storage.compute_dtype(variable)
+        gradient = dense_gradient(gradient, dtype)
         index = self._get_variable_index(variable)
-        learning_rate = ops.cast(hyper["learning_rate"], variable.dtype)
+        learning_rate = ops.cast(hyper["learning_rate"], dtype)
         if self._adapted[index]:
             gradient = self._adapted_gradient(gradient, variable, hyper)
         if not self.has_velocity:
-            self.assign_sub(variable, ops.multiply(learning_rate, gradient))
+            self.assign_sub(variable, ops.cast(ops.multiply(learning_rate, gradient), variable.dtype))
             return
-        velocity = self.velocities[index]
-        momentum = ops.cast(hyper["momentum"], variable.dtype)
+        slot, scales = self.velocities[index], self.velocity_scales[index]
+        velocity = storage.read(slot, scales, dtype)
+        momentum = ops.cast(hyper["momentum"], dtype)
         step = ops.multiply(learning_rate, gradient)
         new_velocity = ops.add(ops.multiply(momentum, velocity), step)
-        self.assign(velocity, new_velocity)
-        if self.nesterov:
-            self.assign_sub(variable, ops.add(ops.multiply(momentum, new_velocity), step))
-        else:
-            self.assign_sub(variable, new_velocity)
+        storage.write(self, slot, scales, new_velocity)
+        update = ops.add(ops.multiply(momentum, new_velocity), step) if self.nesterov else new_velocity
+        if self.cautious:
+            update = mask_disagreeing(update, gradient)
+        self.assign_sub(variable, ops.cast(update, variable.dtype))
 
     def _adapted_gradient(self, gradient, variable, hyper):
         """`r·(g + λ·θ)` for a tensor under adaptation."""

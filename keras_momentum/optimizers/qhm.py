@@ -4,6 +4,8 @@ import keras
 from keras import ops
 
 from keras_momentum.optimizers import _hyperparameters as hp
+from keras_momentum.optimizers import _velocity_storage as storage
+from keras_momentum.optimizers._cautious import mask_disagreeing
 from keras_momentum.optimizers._dense import dense_gradient
 from keras_momentum.optimizers.base import MomentumOptimizer
 
@@ -33,6 +35,13 @@ class QHM(MomentumOptimizer):
     regularisation, `pytorch_optimizer.QHM`'s default); `"decoupled"` (default) applies
     `θ ← θ − η·λ·θ` beside the step (`pytorch_optimizer.QHM(weight_decouple=True)`).
 
+    `cautious=True` (Liang et al., 2024) masks the step `u = (1 − ν)·g + ν·b`, not the
+    buffer: with `m_i = 1` where `u_i·g_i > 0`, else 0,
+    `θ ← θ − η·u ⊙ m / max(mean(m), 10⁻³)` (as `SGD`'s PyTorch formulation does).
+    `velocity_dtype` stores the buffer as `SGD` stores its velocity; with bfloat16 and
+    `β` near 1 (the default 0.999) the buffer's decay `(1 − β)·b` is below bfloat16's
+    rounding step, so prefer float32 or int8 there (see `_velocity_storage`).
+
     Args:
         learning_rate: float >= 0, a `LearningRateSchedule`, or a zero-argument callable.
             Defaults to 1e-3.
@@ -40,6 +49,12 @@ class QHM(MomentumOptimizer):
         nu: `ν`, float in [0, 1]. Defaults to 0.7.
         weight_decay: None, a float >= 0 or a schedule.
         weight_decay_mode: `"decoupled"` (default) or `"coupled"`.
+        velocity_dtype: None (the weight's dtype), `"float32"`, `"bfloat16"` or
+            `"int8"`: how the buffer is stored (see `SGD`). Defaults to None.
+        cautious: bool, mask the step's components that disagree in sign with the
+            gradient (above). Defaults to False.
+        adaptive_clipnorm: None or a float > 0: clip each output unit's gradient to this
+            multiple of its weights' norm (Brock et al., 2021). Defaults to None.
         skip_nonfinite: skip updates whose gradients are not finite. Defaults to False.
         **kwargs: Keras's optimizer arguments (`clipnorm`, `clipvalue`,
             `global_clipnorm`, `use_ema`, `ema_momentum`, `ema_overwrite_frequency`,
@@ -50,6 +65,7 @@ class QHM(MomentumOptimizer):
     """
 
     scheduled_hyperparameters = ("momentum", "weight_decay")
+    supports_velocity_options = True
 
     def __init__(
         self,
@@ -75,24 +91,29 @@ class QHM(MomentumOptimizer):
         if self.built:
             return
         super().build(variables)
-        self.velocities = self.add_optimizer_variables(variables, "velocity")
+        self.velocities, self.velocity_scales = self._add_velocity_slots(variables, "velocity")
 
     def update_step(self, gradient, variable, hyper):
-        gradient = dense_gradient(gradient, variable.dtype)
+        dtype = variable.dtype if self.velocity_dtype is None else storage.compute_dtype(variable)
+        gradient = dense_gradient(gradient, dtype)
         gradient = self._coupled_gradient(gradient, variable, hyper)
         self._decoupled_decay(variable, hyper)
-        buffer = self.velocities[self._get_variable_index(variable)]
-        momentum = ops.cast(hyper["momentum"], variable.dtype)
-        learning_rate = ops.cast(hyper["learning_rate"], variable.dtype)
+        index = self._get_variable_index(variable)
+        slot, scales = self.velocities[index], self.velocity_scales[index]
+        buffer = storage.read(slot, scales, dtype)
+        momentum = ops.cast(hyper["momentum"], dtype)
+        learning_rate = ops.cast(hyper["learning_rate"], dtype)
         new_buffer = ops.add(
             ops.multiply(momentum, buffer), ops.multiply(ops.subtract(1.0, momentum), gradient)
         )
-        self.assign(buffer, new_buffer)
+        storage.write(self, slot, scales, new_buffer)
         step = ops.add(
-            ops.multiply(ops.cast(1.0 - self.nu, variable.dtype), gradient),
-            ops.multiply(ops.cast(self.nu, variable.dtype), new_buffer),
+            ops.multiply(ops.cast(1.0 - self.nu, dtype), gradient),
+            ops.multiply(ops.cast(self.nu, dtype), new_buffer),
         )
-        self.assign_sub(variable, ops.multiply(learning_rate, step))
+        if self.cautious:
+            step = mask_disagreeing(step, gradient)
+        self.assign_sub(variable, ops.cast(ops.multiply(learning_rate, step), variable.dtype))
 
     def get_config(self):
         config = super().get_config()

@@ -4,7 +4,9 @@ import keras
 from keras import ops
 
 from keras_momentum.optimizers import _hyperparameters as hp
-from keras_momentum.optimizers._dense import is_indexed_slices
+from keras_momentum.optimizers import _velocity_storage as storage
+from keras_momentum.optimizers._cautious import mask_disagreeing
+from keras_momentum.optimizers._dense import dense_gradient, is_indexed_slices
 from keras_momentum.optimizers.base import MomentumOptimizer
 
 FORMULATIONS = ("keras", "pytorch")
@@ -41,14 +43,36 @@ class SGD(MomentumOptimizer):
 
     With `momentum=0` (a constant) no velocity is kept and `θ ← θ − η·g`.
 
+    `cautious=True` (Liang et al., 2024) masks the step, not the velocity, which keeps
+    the unmasked value. In the PyTorch formulation, with `u = v` (or `u = g + μ·v` with
+    Nesterov) and `m_i = 1` where `u_i·g_i > 0`, else 0:
+
+        θ ← θ − η·u ⊙ m / max(mean(m), 10⁻³)
+
+    exactly timm's `SGDW(caution=True)` (the mean is over the tensor's components). In
+    the Keras formulation the step `Δθ = v` (or `μ·v − η·g`) is added, so the kept
+    components are those with `Δθ_i·g_i < 0`, and `θ ← θ + Δθ ⊙ m / max(mean(m), 10⁻³)`;
+    while `η` is constant and `d = 0` it moves the weights exactly as the PyTorch
+    formulation does (`v_keras = −η·v_pytorch`). Without a velocity (`momentum=0`) it
+    changes nothing, as in timm. The gradient compared against is `g` after coupled
+    weight decay.
+
+    `velocity_dtype` stores the velocity as float32, bfloat16 (round to nearest even) or
+    block-wise int8 (absmax per block of 256 values, one float32 scale per block); the
+    update arithmetic stays float32 and the step uses the velocity before it is rounded
+    for storage (as optax's `accumulator_dtype`). See `_velocity_storage` for the maps
+    and what rounding does to small updates.
+
     On the TensorFlow backend, dense updates run as single fused kernels where they
     compute exactly the rules above (`ResourceApplyKerasMomentum` for the Keras
     formulation, `ResourceApplyMomentum` for the PyTorch one without dampening,
     `ResourceApplyGradientDescent` without momentum); `fused=False` forces the generic
     `keras.ops` path, which every other case (dampening, `IndexedSlices`, other
-    backends, other dtypes) uses. Sparse `IndexedSlices` gradients keep Keras's SGD
+    backends, other dtypes, a velocity stored in another dtype than the weight's,
+    `cautious=True`) uses. Sparse `IndexedSlices` gradients keep Keras's SGD
     semantics: without momentum only the touched rows change; with momentum, the
-    velocity of every row decays and the gradient is scattered into the touched rows.
+    velocity of every row decays and the gradient is scattered into the touched rows
+    (with `cautious` or a `velocity_dtype`, the gradient is densified first).
 
     Args:
         learning_rate: float >= 0, a `LearningRateSchedule`, or a zero-argument callable.
@@ -60,6 +84,12 @@ class SGD(MomentumOptimizer):
         weight_decay_mode: `"decoupled"` (default) or `"coupled"`.
         fused: None (fused kernels where exact; TensorFlow only, other backends always
             run the generic path), or False (always the generic path).
+        velocity_dtype: None (the weight's dtype), `"float32"`, `"bfloat16"` or
+            `"int8"`: how the velocity is stored. Defaults to None.
+        cautious: bool, mask the step's components that disagree in sign with the
+            gradient (above). Defaults to False.
+        adaptive_clipnorm: None or a float > 0: clip each output unit's gradient to this
+            multiple of its weights' norm (Brock et al., 2021). Defaults to None.
         skip_nonfinite: skip updates whose gradients are not finite. Defaults to False.
         **kwargs: Keras's optimizer arguments (`clipnorm`, `clipvalue`,
             `global_clipnorm`, `use_ema`, `ema_momentum`, `ema_overwrite_frequency`,
@@ -68,10 +98,13 @@ class SGD(MomentumOptimizer):
     Reference:
         Polyak, "Some methods of speeding up the convergence of iteration methods", 1964;
         Sutskever et al., "On the importance of initialization and momentum in deep
-        learning", ICML 2013 (Nesterov form).
+        learning", ICML 2013 (Nesterov form); Liang et al., "Cautious Optimizers:
+        Improving Training with One Line of Code", arXiv:2411.16085, 2024; Dettmers et
+        al., "8-bit Optimizers via Block-wise Quantization", ICLR 2022.
     """
 
     scheduled_hyperparameters = ("momentum", "weight_decay")
+    supports_velocity_options = True
 
     def __init__(
         self,
@@ -123,7 +156,7 @@ class SGD(MomentumOptimizer):
         super().build(variables)
         self._add_velocities(variables)
         self._kernels = None
-        if self.fused is None and keras.backend.backend() == "tensorflow":
+        if self.fused is None and not self.cautious and keras.backend.backend() == "tensorflow":
             from keras_momentum.optimizers import _tf_kernels  # noqa: PLC0415
 
             self._kernels = _tf_kernels
@@ -139,6 +172,8 @@ class SGD(MomentumOptimizer):
         learning_rate = ops.cast(hyper["learning_rate"], variable.dtype)
         if velocity is None:
             self.assign_sub(variable, _scale(gradient, learning_rate))
+        elif self.cautious or self.velocity_dtype is not None:
+            self._general_step(gradient, variable, hyper)
         elif self.formulation == "keras":
             self._keras_step(gradient, variable, velocity, learning_rate, hyper)
         else:
@@ -184,6 +219,38 @@ class SGD(MomentumOptimizer):
             self.assign_sub(variable, ops.multiply(velocity, momentum * learning_rate))
         else:
             self.assign_sub(variable, ops.multiply(velocity, learning_rate))
+
+    def _general_step(self, gradient, variable, hyper):
+        """The dense rules above in the compute dtype, the velocity read from and written
+        to its storage, the step optionally cautious."""
+        index = self._get_variable_index(variable)
+        velocity, scales = self.velocities[index], self.velocity_scales[index]
+        dtype = variable.dtype if self.velocity_dtype is None else storage.compute_dtype(variable)
+        gradient = dense_gradient(gradient, dtype)
+        old = storage.read(velocity, scales, dtype)
+        learning_rate = ops.cast(hyper["learning_rate"], dtype)
+        momentum = ops.cast(hyper["momentum"], dtype)
+        if self.formulation == "keras":
+            step = ops.multiply(gradient, learning_rate)
+            new = ops.subtract(ops.multiply(old, momentum), step)
+            change = ops.subtract(ops.multiply(new, momentum), step) if self.nesterov else new
+            if self.cautious:
+                change = mask_disagreeing(change, gradient, subtracted=False)
+        else:
+            if self.dampening != 0:
+                damped = ops.add(
+                    ops.multiply(old, momentum),
+                    ops.multiply(ops.cast(1.0 - self.dampening, dtype), gradient),
+                )
+                new = ops.where(ops.equal(self.iterations, 0), gradient, damped)
+            else:
+                new = ops.add(ops.multiply(old, momentum), gradient)
+            direction = ops.add(gradient, ops.multiply(new, momentum)) if self.nesterov else new
+            if self.cautious:
+                direction = mask_disagreeing(direction, gradient)
+            change = ops.negative(ops.multiply(direction, learning_rate))
+        storage.write(self, velocity, scales, new)
+        self.assign_add(variable, ops.cast(change, variable.dtype))
 
     def get_config(self):
         config = super().get_config()

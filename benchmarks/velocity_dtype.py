@@ -1,0 +1,117 @@
+"""Momentum SGD with its velocity stored as float32, bfloat16 or block-wise int8.
+
+    python -m benchmarks.velocity_dtype                     # Fashion-MNIST, 10 epochs, 2 seeds
+    python -m benchmarks.velocity_dtype --epochs 1 --seeds 1 --dataset embedded   # smoke run
+
+Trains the MNIST benchmark's MLP (`training.build_model`) with its "momentum" recipe
+(`SGD(0.01, momentum=0.9)`, Keras formulation, batch 128) once per seed and velocity
+storage: `velocity_dtype=None` (float32 slots, fused TensorFlow kernel), the same with
+`fused=False` (the generic path, which every other storage takes), `"bfloat16"` and
+`"int8"`. Runs of one seed share the initial weights, the batch order and the dropout
+masks, so their differences come from the storage alone. Prints, per storage: velocity
+bytes per parameter (scales included), all optimizer variables' bytes per parameter (the
+MNIST benchmark's slot column, over the model's parameters), final test accuracy per seed
+and its mean, the difference from float32 slots, and the training step time (epochs 2 on,
+evaluation excluded) relative to float32 slots. Writes the rows to `<out>/results.json`.
+"""
+
+import argparse
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+
+from benchmarks import data
+from benchmarks.training import EpochClock, build_model, compile_model
+from keras_momentum.optimizers import SGD
+
+LEARNING_RATE = 0.01
+MOMENTUM = 0.9
+# (label, SGD arguments); the first is the reference the others are compared with.
+STORAGES = (
+    ("float32", {}),
+    ("float32 generic", {"fused": False}),
+    ("bfloat16", {"velocity_dtype": "bfloat16"}),
+    ("int8", {"velocity_dtype": "int8"}),
+)
+ITEMSIZE = {"int8": 1, "bfloat16": 2, "float16": 2, "float32": 4, "int32": 4, "int64": 8,
+            "float64": 8}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.velocity_dtype",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", choices=data.DATASETS, default="fashion_mnist")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=2, help="seeds 0..n-1")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--out", default=os.path.join("runs", "velocity_dtype"))
+    return parser
+
+
+def variable_bytes(variables):
+    return sum(math.prod(v.shape) * ITEMSIZE[str(v.dtype)] for v in variables)
+
+
+def train(dataset, seed, arguments, epochs, batch_size):
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    model = build_model()
+    optimizer = SGD(LEARNING_RATE, momentum=MOMENTUM, **arguments)
+    compile_model(model, optimizer)
+    clock = EpochClock()
+    history = model.fit(dataset.x_train, dataset.y_train, batch_size=batch_size, epochs=epochs,
+                        validation_data=(dataset.x_test, dataset.y_test),
+                        validation_batch_size=1024, callbacks=[clock], verbose=0).history
+    parameters = sum(math.prod(v.shape) for v in model.trainable_variables)
+    slots = [x for pair in optimizer._velocity_slots() for x in pair if x is not None]
+    steps = math.ceil(len(dataset.x_train) / batch_size)
+    timed = clock.train_seconds[1:] or [clock.train_seconds[0] - clock.first_step_seconds[0]]
+    return {
+        "seed": seed,
+        "test_accuracy": float(history["val_accuracy"][-1]),
+        "velocity_bytes_per_parameter": variable_bytes(slots) / parameters,
+        "optimizer_bytes_per_parameter": variable_bytes(optimizer.variables) / parameters,
+        "step_ms": 1000 * sum(timed) / (len(timed) * steps),
+    }
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    dataset = data.load_dataset(args.dataset, args.data_dir)
+    load = os.getloadavg()
+    print(f"{dataset.title}; {args.epochs} epochs, batch {args.batch_size}, seeds "
+          f"0-{args.seeds - 1}, backend {keras.backend.backend()}, "
+          f"{os.cpu_count()} CPUs, load average {load[0]:.1f} at start")
+    rows = {label: [] for label, _ in STORAGES}
+    started = time.perf_counter()
+    for seed in range(args.seeds):  # storages interleaved, so machine load hits all alike
+        for label, arguments in STORAGES:
+            rows[label].append(train(dataset, seed, arguments, args.epochs, args.batch_size))
+            print(f"  seed {seed} {label}: {rows[label][-1]['test_accuracy']:.4f}", flush=True)
+    reference = rows[STORAGES[0][0]]
+    print(f"\n{'storage':<16}{'velocity B/param':>17}{'optimizer B/param':>18}"
+          f"{'test accuracy per seed':>28}{'mean':>8}{'vs f32':>8}{'step ms':>9}{'vs f32':>8}")
+    for label, runs in rows.items():
+        accuracy = np.mean([r["test_accuracy"] for r in runs])
+        delta = 100 * (accuracy - np.mean([r["test_accuracy"] for r in reference]))
+        step = np.median([r["step_ms"] for r in runs])
+        ratio = step / np.median([r["step_ms"] for r in reference])
+        seeds = " ".join(f"{r['test_accuracy']:.4f}" for r in runs)
+        print(f"{label:<16}{runs[0]['velocity_bytes_per_parameter']:>17.3f}"
+              f"{runs[0]['optimizer_bytes_per_parameter']:>18.3f}{seeds:>28}"
+              f"{accuracy:>8.4f}{delta:>+8.2f}{step:>9.2f}{ratio:>8.2f}")
+    print(f"\n{time.perf_counter() - started:.0f} s; load average {os.getloadavg()[0]:.1f} at end")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"dataset": dataset.name, "epochs": args.epochs, "batch_size": args.batch_size,
+                   "load_average_start": load, "load_average_end": os.getloadavg(),
+                   "runs": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
