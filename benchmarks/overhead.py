@@ -7,7 +7,7 @@ models can differ by several percent for as long as they live (where their buffe
 in memory; in A/A tests the models built after the first ran up to 2.8 % slower than it),
 which comparing two models would count as the diagnostics' cost. A `fit` without the
 loggers after one with them runs the train function traced without statistics (the loggers
-release the optimizer's statistics at `on_train_end`, `_recording_switch`), whose graph is
+release the optimizer's statistics at `on_train_end`, `TrainFunctionSwitch`), whose graph is
 that of an optimizer nobody asked for statistics; the only difference left is a Python call
 per execution through the switch.
 
@@ -153,12 +153,18 @@ def own_train_function(model):
 
 
 def statistics_free(function, optimizer):
-    """`function` called inside `optimizer.statistics_suspended()`: traced at its first
-    call, in there, its graph holds no statistics."""
+    """`function` traced (at its first call) as the loggers' plain function is: with the
+    optimizer's recorder, if any, not recording."""
 
     def call(*args, **kwargs):
-        with optimizer.statistics_suspended():
+        recorder = optimizer.recorder
+        if recorder is None:
             return function(*args, **kwargs)
+        recorder.tracing_records = False
+        try:
+            return function(*args, **kwargs)
+        finally:
+            recorder.tracing_records = True
 
     return call
 
@@ -204,7 +210,7 @@ def measure_overhead(config, precision, dataset, *, batch_size, steps, rounds, i
                          + (" (warm-up)" if round_index == 0 else ""))
     # The in-graph models prove their statistics were on: records they hold on the device.
     in_graph_records = [
-        len(subject.model.optimizer.read_records()["steps"])
+        len(subject.model.optimizer.recorder.read()[0])
         for subject in subjects if subject.name == IN_GRAPH
     ]
     result = {

@@ -29,7 +29,7 @@ from benchmarks import runtime
 from benchmarks.configs import CONFIGS
 from benchmarks.overhead import own_train_function, statistics_free
 from benchmarks.training import build_model, compile_model, diagnostics_callbacks
-from keras_momentum.optimizers import _statistics, instrument
+from keras_momentum.optimizers import diagnostics, instrument
 
 FUNCTIONS = ("plain_a", "plain_b", "recording")
 
@@ -165,15 +165,13 @@ class _Runner:
 
 
 def _recorded_steps(optimizer):
-    rows = keras.ops.convert_to_numpy(optimizer._statistics_record)
-    steps = _statistics.decode_steps(rows)
-    return sorted(int(s) for s in steps if s > 0)
+    return sorted(int(s) for s in optimizer.recorder.read()[0])
 
 
 def _ring_steps(updates):
     """The updates a ring holds after each of `updates` recorded (every update records:
     update u goes to slot u mod RECORD_SLOTS)."""
-    slots = {update % _statistics.RECORD_SLOTS: update for update in updates}
+    slots = {update % diagnostics.RECORD_SLOTS: update for update in updates}
     return sorted(slots.values())
 
 

@@ -6,6 +6,8 @@ import pathlib
 import keras
 import numpy as np
 import pytest
+
+from keras_momentum.optimizers import diagnostics
 from keras import ops
 
 from keras_momentum.optimizers import LARS, QHM, SGD, AggMo, ScheduleFreeSGD
@@ -144,9 +146,9 @@ def test_invalid_adaptive_clipnorm_is_rejected(value, error):
 def test_diagnostics_record_the_adaptively_clipped_norm():
     variables = [keras.Variable(w) for w in WEIGHTS]
     optimizer = SGD(1.0, adaptive_clipnorm=0.3)
-    optimizer.enable_statistics("gradient_norms")
+    diagnostics.attach(optimizer).request("test", ["gradient_norms"], 1)
     optimizer.apply([ops.convert_to_tensor(g) for g in GRADIENTS], variables)
-    columns = optimizer.read_records()["columns"]
+    columns = optimizer.recorder.read()[1]
     norm = np.sqrt(sum(np.sum(np.square(c, dtype=np.float64)) for c in CASES[0.3]))
     np.testing.assert_allclose(columns["gradient_norm/global_clipped"], [norm], rtol=1e-5)
     norm = np.sqrt(sum(np.sum(np.square(g, dtype=np.float64)) for g in GRADIENTS))

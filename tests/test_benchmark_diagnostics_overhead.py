@@ -74,11 +74,9 @@ def test_in_graph_models_record_only_in_their_recording_fits(tmp_path):
     model, subject, x, y = _subject(tmp_path, overhead.IN_GRAPH)
 
     def recorded():
-        return list(model.optimizer.read_records(complete=False)["steps"])
+        return list(model.optimizer.recorder.read()[0])
 
-    # Updates 5 to 8 record. Where the velocity norms of an update are taken by the next
-    # one (not under JAX), the latest record waits for it and is left out.
-    expected = [5, 6, 7, 8] if model.optimizer._sums_follow_update() else [5, 6, 7]
+    expected = [5, 6, 7, 8]  # the updates of the recording fit
     assert subject.fit(x, y, 16, attached=False) > 0
     assert recorded() == []
     subject.fit(x, y, 16, attached=True)
@@ -97,22 +95,20 @@ def test_a_a_models_alternate_two_functions_that_never_record(tmp_path):
     subject.fit(x, y, 16, attached=True)
     assert model.train_function is first
     assert int(model.optimizer.iterations) == 12
-    assert list(model.optimizer.read_records(complete=True)["steps"]) == []
-    assert not model.optimizer.enabled_statistics
+    assert model.optimizer.recorder is None
 
 
 def test_hooks_models_record_in_every_fit_with_or_without_loggers(tmp_path):
-    from keras_momentum.callbacks import _recording_switch  # noqa: PLC0415
+    from keras_momentum.callbacks._logger import TrainFunctionSwitch  # noqa: PLC0415
 
     model, subject, x, y = _subject(tmp_path, overhead.HOOKS)
     subject.fit(x, y, 16, attached=True)
     switch = model.train_function
-    assert isinstance(switch, _recording_switch.RecordingSwitch)
+    assert isinstance(switch, TrainFunctionSwitch)
     subject.fit(x, y, 16, attached=False)
     assert model.train_function is switch.recording  # the same trace, no switch
     subject.fit(x, y, 16, attached=True)
-    # Every update recorded, in the fits with the loggers and in the one without.
-    assert list(model.optimizer.read_records(complete=True)["steps"]) == list(range(1, 13))
+    assert model.optimizer.recorder is None  # released by the loggers' last fit
     assert len(list((tmp_path / "train").glob("events.out.*"))) == 2  # one per loggers' fit
 
 

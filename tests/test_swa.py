@@ -191,9 +191,14 @@ def test_learning_rate_logger_records_the_blended_schedule(tmp_path):
     logger = callbacks.LearningRateLogger(str(tmp_path), update_freq=1)
     model.fit(*data(), batch_size=BATCH, epochs=4, verbose=0,
               callbacks=[StochasticWeightAveraging(1, 0.01, anneal_epochs=2), logger])
-    records = model.optimizer.read_records()
-    np.testing.assert_array_equal(records["steps"], np.arange(1, 9))
-    rates = records["columns"]["learning_rate"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: PLC0415
+    from tensorboard.util import tensor_util  # noqa: PLC0415
+
+    accumulator = EventAccumulator(str(tmp_path / "train"), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    events = accumulator.Tensors("learning_rate")
+    np.testing.assert_array_equal([e.step for e in events], np.arange(1, 9))
+    rates = np.array([float(tensor_util.make_ndarray(e.tensor_proto)) for e in events])
     # Epoch 1 (updates 3, 4) blends half way; from epoch 2 on (updates 5..8) the rate is 0.01.
     base = [0.1 * t / 4 if t < 4 else 0.1 * 0.9 ** ((t - 4) / 100) for t in range(8)]
     np.testing.assert_allclose(rates[:2], base[:2], rtol=1e-5, atol=1e-8)
