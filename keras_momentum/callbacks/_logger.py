@@ -26,7 +26,7 @@ import weakref
 
 import keras
 import numpy as np
-from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
@@ -230,7 +230,7 @@ class OptimizerLogger(keras.callbacks.Callback):
         ends = np.array([end for _, end in self._times] + [time.time()])
         for i in np.flatnonzero(fresh):
             step = int(steps[i])
-            values = [_scalar(tag, column[i]) for tag, column in tags.items()]
+            values = [self._scalar(tag, column[i]) for tag, column in tags.items()]
             wall_time = float(ends[np.searchsorted(marks, step, side="left")])
             self._write(event_pb2.Event(wall_time=wall_time, step=step,
                                         summary=summary_pb2.Summary(value=values)))
@@ -261,6 +261,16 @@ class OptimizerLogger(keras.callbacks.Callback):
                                                     metadata=metadata, tensor=tensor))
         self._write(event_pb2.Event(wall_time=time.time(), step=step,
                                     summary=summary_pb2.Summary(value=values)))
+
+    def _scalar(self, tag, value):
+        # As `tf.summary.scalar` writes it: a float32 tensor, with the scalars plugin's
+        # metadata on the first value of each tag in the file.
+        described = self._writer.described_tags
+        metadata = None if tag in described else _SCALAR_METADATA
+        described.add(tag)
+        tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=_SCALAR_SHAPE,
+                                        float_val=[value])
+        return summary_pb2.Summary.Value(tag=tag, metadata=metadata, tensor=tensor)
 
     def _write(self, event):
         if self._writer is not None:
@@ -300,12 +310,7 @@ class OptimizerLogger(keras.callbacks.Callback):
 
 
 _SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None)
-
-
-def _scalar(tag, value):
-    # As `tf.summary.scalar` writes it, so TensorBoard and `tf.make_ndarray` read it alike.
-    return summary_pb2.Summary.Value(tag=tag, metadata=_SCALAR_METADATA,
-                                     tensor=tensor_util.make_tensor_proto(np.float32(value)))
+_SCALAR_SHAPE = tensor_shape_pb2.TensorShapeProto()
 
 
 def histogram_buckets(value_range, counts):
@@ -327,8 +332,10 @@ def _open_writer(logger, directory):
     entry = _WRITERS.get(key)
     if entry is None:
         try:
-            entry = _WRITERS[key] = [EventFileWriter(directory, flush_secs=logger.flush_secs / 2,
-                                                     filename_suffix=".keras_momentum"), 0]
+            writer = EventFileWriter(directory, flush_secs=logger.flush_secs / 2,
+                                     filename_suffix=".keras_momentum")
+            writer.described_tags = set()
+            entry = _WRITERS[key] = [writer, 0]
         except Exception as error:  # noqa: BLE001 (any failure of the file system)
             logger._fail(f"cannot write to {directory!r}: {error}")
             return None

@@ -35,6 +35,10 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
                     raise TypeError(f"`name` must be a str or None, got {name!r}")
                 self.name = name
 
+            signature = inspect.signature(init)
+            __init__.__signature__ = signature.replace(parameters=[
+                *signature.parameters.values(),
+                inspect.Parameter("name", inspect.Parameter.KEYWORD_ONLY, default=None)])
             cls.__init__ = __init__
         if get_config is not None:
             @functools.wraps(get_config)
@@ -106,7 +110,6 @@ def _value_repr(value):
 def check_config_keys(cls, config):
     """Raises `ValueError` naming every key of `config` that `cls.__init__` does not take."""
     allowed = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
-    allowed.append("name")
     unknown = {key: value for key, value in config.items() if key not in allowed}
     if unknown:
         raise ValueError(
