@@ -64,7 +64,8 @@ class RangeTestResult:
                 label=f"suggestion {self.suggestion:.2g} (steepest descent)",
             )
         ax.set_xscale("log")
-        finite = self.smoothed_losses[np.isfinite(self.smoothed_losses)]
+        both = np.concatenate([self.losses, self.smoothed_losses])
+        finite = both[np.isfinite(both)]
         if finite.size:
             # The diverging tail would squash the interesting part of the curve.
             low, high = float(finite.min()), float(self.smoothed_losses[0])

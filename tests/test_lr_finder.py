@@ -62,7 +62,7 @@ def test_stops_on_divergence_and_suggests_a_stable_rate():
     assert "more than 4 x the best" in result.stop_reason or "is nan" in result.stop_reason
     assert 0.1 <= result.suggestion < 2 / L
     assert all(0 < rate < 2 / L for rate in result.suggestions.values())
-    np.testing.assert_allclose(result.learning_rates, 0.1 * 1000.0 ** (np.arange(n) / 99), rtol=1e-12)
+    np.testing.assert_allclose(result.learning_rates, 0.1 * 1000.0 ** (np.arange(n) / 99), rtol=1e-6)
 
     # Smoothing and stop rule as documented, on the recorded losses.
     average, smoothed = 0.0, []
@@ -94,7 +94,7 @@ def test_linear_mode_and_a_dataset_that_runs_out():
     result = find_learning_rate(model, dataset, min_learning_rate=1e-3, max_learning_rate=0.1,
                                 steps=10, mode="linear", verbose=0)
     assert result.stop_reason == "completed"
-    np.testing.assert_allclose(result.learning_rates, np.linspace(1e-3, 0.1, 10), rtol=1e-12)
+    np.testing.assert_allclose(result.learning_rates, np.linspace(1e-3, 0.1, 10), rtol=1e-6)
     assert np.all(np.isfinite(result.losses))
 
 
@@ -119,6 +119,7 @@ OPTIMIZERS = {
     "sgd_schedule": lambda: optimizers.SGD(
         schedules.Warmup(keras.optimizers.schedules.CosineDecay(0.05, 100), 5), momentum=0.9),
     "lookahead": lambda: optimizers.Lookahead(optimizers.SGD(0.05, momentum=0.9), sync_period=3),
+    "loss_scale": lambda: keras.optimizers.LossScaleOptimizer(optimizers.SGD(0.05, momentum=0.9)),
     "schedule_free": lambda: optimizers.ScheduleFreeSGD(0.05, momentum=0.9),
     "instrumented_adam": lambda: optimizers.instrument(keras.optimizers.Adam(1e-3)),
     "keras_adam_schedule": lambda: keras.optimizers.Adam(

@@ -87,6 +87,7 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         self.anneal_epochs = _count("anneal_epochs", anneal_epochs)
         self.batch_norm_data = batch_norm_data
         self._average = None
+        self._averaged_model = None  # the model `_average` belongs to
         self._last_epoch = None  # the last epoch ended in this `fit`
 
     # ------------------------------------------------------------------ state
@@ -96,11 +97,10 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
             self._attach()  # before BackupAndRestore loads the backup in `on_train_begin`
 
     def _attach(self):
-        weights = _averaged_weights(self.model)
-        if self._average is None or [tuple(a.shape) for a in self._average.averages] != [
-            tuple(w.shape) for w in weights
-        ]:
+        if self._averaged_model is not self.model:
+            weights = _averaged_weights(self.model)
             self._average = WeightAverage(weights, name="stochastic_weight_averaging")
+            self._averaged_model = self.model
         object.__setattr__(self.model, ATTRIBUTE, self._average)
 
     @property
@@ -137,7 +137,7 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         if isinstance(optimizer._learning_rate, AnnealedLearningRate):
             set_learning_rate_object(optimizer, optimizer._learning_rate.base)
             self.model.train_function = None
-        object.__delattr__(self.model, ATTRIBUTE)
+        vars(self.model).pop(ATTRIBUTE, None)
         if not self.averaged_epochs:
             warnings.warn(
                 f"StochasticWeightAveraging(start_epoch={self.start_epoch}): no epoch from "
