@@ -62,7 +62,7 @@ def find_learning_rate(
     of the model (weights, batch-normalisation statistics, seeds) and of the optimizer
     (update count, slots, learning-rate variable, plateau state) holds its value from
     before the call bit for bit; the optimizer's learning-rate object, the model's train
-    function, `stop_training` and `history` are the ones it had.
+    function, `steps_per_execution`, `stop_training` and `history` are the ones it had.
 
     Args:
         model: a compiled, built `keras.Model`.
@@ -108,6 +108,7 @@ def find_learning_rate(
         start = int(ops.convert_to_numpy(optimizer.iterations))
         set_learning_rate_object(optimizer, _SweepSchedule(sweep.rates, start))
         _neutral_plateau_factor(optimizer)
+        model.steps_per_execution = 1  # one update, one loss, one rate per epoch of `fit`
         with own_train_step(model):
             model.train_function = None  # traced anew with the sweep's schedule
             model.fit(
@@ -215,6 +216,7 @@ class _Snapshot:
         self.learning_rate = optimizer._learning_rate
         self.train_function = model.train_function
         self.stop_training = model.stop_training
+        self.steps_per_execution = model.steps_per_execution
         self.history = getattr(model, "history", None)
 
     def restore(self):
@@ -223,6 +225,7 @@ class _Snapshot:
         set_learning_rate_object(self.optimizer, self.learning_rate)
         self.model.train_function = self.train_function
         self.model.stop_training = self.stop_training
+        self.model.steps_per_execution = self.steps_per_execution
         self.model.history = self.history
 
 

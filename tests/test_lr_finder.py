@@ -85,15 +85,16 @@ def test_stops_on_divergence_and_suggests_a_stable_rate():
     np.testing.assert_allclose(result.losses[stable], np.array(expected)[stable], rtol=1e-3, atol=1e-6)
 
 
-def test_linear_mode_and_a_dataset_that_runs_out():
+def test_linear_mode_a_dataset_that_runs_out_and_steps_per_execution():
     import tensorflow as tf
 
     x, y = least_squares()
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)  # 4 batches, 10 updates
     model = linear_model(keras.optimizers.SGD(0.01))
+    model.compile(keras.optimizers.SGD(0.01), "mse", steps_per_execution=3)
     result = find_learning_rate(model, dataset, min_learning_rate=1e-3, max_learning_rate=0.1,
                                 steps=10, mode="linear", verbose=0)
-    assert result.stop_reason == "completed"
+    assert result.stop_reason == "completed" and model.steps_per_execution == 3
     np.testing.assert_allclose(result.learning_rates, np.linspace(1e-3, 0.1, 10), rtol=1e-6)
     assert np.all(np.isfinite(result.losses))
 
