@@ -119,6 +119,9 @@ OPTIMIZERS = {
     "sgd_float": lambda: optimizers.SGD(0.05, momentum=0.9, weight_decay=1e-4),
     "sgd_schedule": lambda: optimizers.SGD(
         schedules.Warmup(keras.optimizers.schedules.CosineDecay(0.05, 100), 5), momentum=0.9),
+    "qhm": lambda: optimizers.QHM(0.05, momentum=0.999, nu=0.7),
+    "agg_mo": lambda: optimizers.AggMo(0.05, betas=(0.0, 0.9, 0.99)),
+    "lars": lambda: optimizers.LARS(0.5, momentum=0.9, weight_decay=1e-4),
     "lookahead": lambda: optimizers.Lookahead(optimizers.SGD(0.05, momentum=0.9), sync_period=3),
     "loss_scale": lambda: keras.optimizers.LossScaleOptimizer(optimizers.SGD(0.05, momentum=0.9)),
     "schedule_free": lambda: optimizers.ScheduleFreeSGD(0.05, momentum=0.9),
