@@ -46,10 +46,14 @@ def keras_weights(state):
 
 
 class SetWeights(keras.callbacks.Callback):
-    """Ends epoch `e` with the fixture's weights `sequence[e]` (the rate is 0)."""
+    """Ends epoch `e` with the fixture's weights `sequence[order[e]]` (the rate is 0)."""
+
+    def __init__(self, order=range(len(AVERAGING["sequence"]))):
+        super().__init__()
+        self.order = list(order)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.model.set_weights(keras_weights(AVERAGING["sequence"][epoch]))
+        self.model.set_weights(keras_weights(AVERAGING["sequence"][self.order[epoch]]))
 
 
 def data():
@@ -67,6 +71,16 @@ def test_average_equals_averaged_model_and_warns_about_batch_norm():
     for got, want in zip(model.get_weights(), keras_weights(AVERAGING["averages"][-1])):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     assert not hasattr(model, "_stochastic_weight_averaging")  # no trace left on the model
+
+    # The same callback in a new `fit` from epoch 0 starts a new average: epochs 2..5 now
+    # end with sequence[3], ..., sequence[0].
+    with pytest.warns(UserWarning, match="update_batch_norm"):
+        model.fit(*data(), batch_size=BATCH, epochs=len(AVERAGING["sequence"]), verbose=0,
+                  callbacks=[swa, SetWeights(order=[5, 4, 3, 2, 1, 0])])
+    assert swa.averaged_epochs == 4
+    sets = [keras_weights(AVERAGING["sequence"][i]) for i in range(4)]
+    for got, *each in zip(model.get_weights(), *sets):
+        np.testing.assert_allclose(got, np.mean(each, axis=0), rtol=1e-5, atol=1e-6)
 
 
 def test_batch_norm_data_recomputes_statistics_as_update_bn():

@@ -53,7 +53,9 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
     average exactly, whatever the order of the two callbacks: the weights of epoch `e` are
     added at the start of epoch `e + 1` (and of the last epoch at the end of training), so a
     backup always holds the weights and the average that go together. The attribute is
-    removed at the end of training. With `ScheduleFreeSGD`, the evaluation weights `x` are
+    removed at the end of training. A later `fit` with the same callback continues the
+    average from the epoch it starts at (`initial_epoch`), or starts a new one if it starts
+    at or before an epoch already averaged. With `ScheduleFreeSGD`, the evaluation weights `x` are
     averaged and the model ends holding their average in evaluation mode, as
     `ScheduleFreeEvaluation` leaves it; the diagnostics loggers keep recording.
 
@@ -89,6 +91,7 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         self._average = None
         self._averaged_model = None  # the model `_average` belongs to
         self._last_epoch = None  # the last epoch ended in this `fit`
+        self._first_epoch = True  # whether no epoch of this `fit` has begun yet
 
     # ------------------------------------------------------------------ state
     def set_model(self, model):
@@ -118,8 +121,15 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         if getattr(self.model, ATTRIBUTE, None) is not self._average:
             self._attach()
         self._last_epoch = None
+        self._first_epoch = True
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch:
+            self._first_epoch = False
+            if self._average.read("averaged_epoch") >= epoch:
+                # An average of epochs this `fit` has yet to run belongs to an earlier run
+                # (the callback given to a new `fit` from scratch), not to a resumed one.
+                self._average.reset()
         previous = epoch - 1
         if previous >= self.start_epoch and self._average.read("averaged_epoch") < previous:
             self._add(previous)
