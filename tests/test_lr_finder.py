@@ -182,10 +182,12 @@ def test_suggestion_rules_on_a_known_curve():
     result = RangeTestResult(rates, curve, curve, "completed")
     assert result.suggestion == pytest.approx(1e-2, rel=0.13)  # neighbouring grid points
     assert result.suggestions["minimum"] == pytest.approx(rates[np.argmin(curve)] / 10)
-    # The longest decreasing run is points 0 .. argmin: its middle point.
-    assert result.suggestions["valley"] == pytest.approx(rates[np.argmin(curve) // 2])
-    result.losses[-1] = np.nan
+    # Of the 81 points the rules see 8 .. 76; the longest decreasing run there is 8 .. argmin.
+    assert result.suggestions["valley"] == pytest.approx(rates[(8 + np.argmin(curve)) // 2])
     assert "suggestion" in repr(result)
+    diverged_at_once = RangeTestResult(np.array([0.1, 1.0]), np.array([1.0, np.inf]),
+                                       np.array([1.0, np.inf]), "the loss at update 1 is inf")
+    assert all(math.isnan(rate) for rate in diverged_at_once.suggestions.values())
 
 
 def test_plot_marks_the_suggestion():
