@@ -38,7 +38,7 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
     `start_epoch` and the optimizer's learning-rate variable is set each epoch (it stays
     at `η_swa` after training). For a schedule (or callable) `base`, `η_0 = base(t)` at
     each update `t`: the schedule goes on and is blended into `η_swa` (the train function is
-    traced again when `α` changes, at most `anneal_epochs` times); the optimizer gets `base`
+    traced again each time `α` changes, `max(1, anneal_epochs)` times); the optimizer gets `base`
     back at the end of training. A plateau reducer's factor still multiplies the rate.
 
     Batch normalisation: averaged weights come with averaged moving statistics, which do not
@@ -49,15 +49,16 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
     The average is saved with the model: while training, it is kept (as the variables of a
     small layer that is not part of the model) under the model's `_stochastic_weight_averaging`
     attribute, which `model.save_weights`, `model.save` and so `BackupAndRestore` store and
-    load. A run killed and resumed with `BackupAndRestore` (epoch backups) continues the
-    average exactly, whatever the order of the two callbacks: the weights of epoch `e` are
-    added at the start of epoch `e + 1` (and of the last epoch at the end of training), so a
-    backup always holds the weights and the average that go together. The attribute is
-    removed at the end of training. A later `fit` with the same callback continues the
-    average from the epoch it starts at (`initial_epoch`), or starts a new one if it starts
-    at or before an epoch already averaged. With `ScheduleFreeSGD`, the evaluation weights `x` are
-    averaged and the model ends holding their average in evaluation mode, as
-    `ScheduleFreeEvaluation` leaves it; the diagnostics loggers keep recording.
+    load; the attribute is removed at the end of training. A run killed and resumed with
+    `BackupAndRestore` (epoch backups) continues the average exactly, whatever the order of
+    the two callbacks: the weights of epoch `e` are added when epoch `e + 1` begins (those of
+    the last epoch at the end of training), so a backup always holds weights and an average
+    that go together. A later `fit` with the same callback continues the average if it
+    starts after the last epoch averaged (`initial_epoch`), else starts a new one.
+
+    With `ScheduleFreeSGD`, the evaluation weights `x` are averaged and the model ends holding
+    their average in evaluation mode, as `ScheduleFreeEvaluation` leaves it. The diagnostics
+    loggers keep recording through the retraces.
 
     Args:
         start_epoch: int >= 0, the first epoch (0-based) whose final weights are averaged.
