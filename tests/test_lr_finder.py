@@ -85,7 +85,7 @@ def test_stops_on_divergence_and_suggests_a_stable_rate():
     np.testing.assert_allclose(result.losses[stable], np.array(expected)[stable], rtol=1e-3, atol=1e-6)
 
 
-def test_linear_mode_a_dataset_that_runs_out_and_steps_per_execution():
+def test_linear_mode_a_dataset_that_runs_out_and_steps_per_execution(capsys):
     import tensorflow as tf
 
     x, y = least_squares()
@@ -93,8 +93,10 @@ def test_linear_mode_a_dataset_that_runs_out_and_steps_per_execution():
     model = linear_model(keras.optimizers.SGD(0.01))
     model.compile(keras.optimizers.SGD(0.01), "mse", steps_per_execution=3)
     result = find_learning_rate(model, dataset, min_learning_rate=1e-3, max_learning_rate=0.1,
-                                steps=10, mode="linear", verbose=0)
+                                steps=10, mode="linear", verbose=1)
     assert result.stop_reason == "completed" and model.steps_per_execution == 3
+    printed = capsys.readouterr().out
+    assert "10/10" in printed and "Range test stopped at learning rate 0.1: completed." in printed
     np.testing.assert_allclose(result.learning_rates, np.linspace(1e-3, 0.1, 10), rtol=1e-6)
     assert np.all(np.isfinite(result.losses))
 

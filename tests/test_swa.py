@@ -109,7 +109,7 @@ def check_statistics(model):
         np.testing.assert_allclose(weights[variance], want_variance, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("form", ["iterable", "arrays"])
+@pytest.mark.parametrize("form", ["iterable", "arrays", "dataset"])
 def test_update_batch_norm_equals_update_bn(form):
     model = network()
     model.set_weights(keras_weights(AVERAGING["averages"][-1]))
@@ -118,8 +118,13 @@ def test_update_batch_norm_equals_update_bn(form):
     momenta = [layer.momentum for layer in model.layers if hasattr(layer, "momentum")]
     if form == "iterable":
         count = keras_momentum.update_batch_norm(model, [(b, np.zeros(BATCH)) for b in batches])
-    else:
+    elif form == "arrays":
         count = keras_momentum.update_batch_norm(model, np.concatenate(batches), batch_size=BATCH)
+    else:
+        import tensorflow as tf  # a tf.data pipeline feeds every backend
+
+        dataset = tf.data.Dataset.from_tensor_slices(np.concatenate(batches)).batch(BATCH)
+        count = keras_momentum.update_batch_norm(model, dataset)
     assert count == len(batches)
     check_statistics(model)
     for i in (0, 1, 2, 3, 6, 7, 8, 9):
