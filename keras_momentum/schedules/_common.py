@@ -23,6 +23,11 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
             del arguments["name"]
         return _call_repr(type(self).__name__, arguments)
 
+    @classmethod
+    def from_config(cls, config):
+        check_config_keys(cls, config)
+        return cls(**config)
+
 
 def _call_repr(name, arguments):
     return f"{name}({', '.join(f'{key}={_value_repr(value)}' for key, value in arguments.items())})"
@@ -36,11 +41,6 @@ def _value_repr(value):
         # Keras's own schedules print as `<... object at 0x...>`; show their arguments.
         return _call_repr(f"keras.optimizers.schedules.{type(value).__name__}", value.get_config())
     return repr(value)
-
-    @classmethod
-    def from_config(cls, config):
-        check_config_keys(cls, config)
-        return cls(**config)
 
 
 def check_config_keys(cls, config):
