@@ -110,7 +110,7 @@ def test_slots_have_the_storage_dtype_and_size(velocity_dtype):
     variables = [keras.Variable(np.zeros((300, 3), np.float32), name="kernel"),
                  keras.Variable(np.zeros((3,), np.float32), name="bias")]
     optimizer.build(variables)
-    assert [str(v.dtype) for v in optimizer._velocity_variables()] == [velocity_dtype] * 4
+    assert [str(v.dtype) for v, _ in optimizer._velocity_slots()] == [velocity_dtype] * 4
     scales = [s for _, s in optimizer._velocity_slots()]
     if velocity_dtype == "int8":
         assert [tuple(s.shape) for s in scales] == [(4,), (1,), (4,), (1,)]  # per beta
@@ -273,3 +273,17 @@ def test_optimizers_without_velocities_reject_velocity_dtype():
     with pytest.raises(ValueError, match=r"`velocity_dtype` is not an argument of ScheduleFreeSGD"):
         ScheduleFreeSGD(0.1, velocity_dtype="int8")
     assert "velocity_dtype" not in ScheduleFreeSGD(0.1).get_config()
+
+
+@pytest.mark.parametrize("velocity_dtype", DTYPES)
+def test_diagnostics_never_read_int8_codes_as_velocities(velocity_dtype):
+    optimizer = SGD(0.1, momentum=0.9, velocity_dtype=velocity_dtype)
+    optimizer.enable_statistics("velocity_norm")
+    variable = keras.Variable(np.ones((300,), np.float32))
+    for _ in range(2):
+        optimizer.apply([ops.convert_to_tensor(np.full((300,), 0.5, np.float32))], [variable])
+    columns = optimizer.read_records()["columns"]
+    norm = np.linalg.norm(ops.convert_to_numpy(optimizer._velocity_values()[0]))
+    if velocity_dtype == "int8" and "velocity_norm/global" not in columns:
+        return  # left out rather than the codes' norm
+    np.testing.assert_allclose(columns["velocity_norm/global"][-1], norm, rtol=1e-6)

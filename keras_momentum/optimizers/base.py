@@ -154,7 +154,9 @@ class MomentumOptimizer(InstrumentationMixin, AdaptiveClipping, keras.optimizers
         return storage.add_velocities(self, variables, name, self.velocity_dtype)
 
     def _velocity_variables(self):
-        return [v for v in getattr(self, "velocities", []) if v is not None]
+        """The kept velocity variables whose values are the velocities: int8 codes are left
+        out (their values are `_velocity_values()`), so that nothing reads them as such."""
+        return [v for v, scales in self._velocity_slots() if scales is None]
 
     def _velocity_slots(self):
         """`(velocity, scales or None)` for each kept velocity, in `_velocity_variables()` order."""
