@@ -47,7 +47,8 @@ def build_parser():
     parser.add_argument("--dataset", choices=data.DATASETS, default="fashion_mnist")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--seeds", type=int, default=2, help="seeds 0..n-1")
+    parser.add_argument("--seeds", type=int, default=2, help="how many seeds")
+    parser.add_argument("--seed", type=int, default=0, help="the first seed; others follow")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--out", default=os.path.join("runs", "velocity_dtype"))
     return parser
@@ -84,12 +85,13 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     dataset = data.load_dataset(args.dataset, args.data_dir)
     load = os.getloadavg()
+    seeds = range(args.seed, args.seed + args.seeds)
     print(f"{dataset.title}; {args.epochs} epochs, batch {args.batch_size}, seeds "
-          f"0-{args.seeds - 1}, backend {keras.backend.backend()}, "
+          f"{seeds[0]}-{seeds[-1]}, backend {keras.backend.backend()}, "
           f"{os.cpu_count()} CPUs, load average {load[0]:.1f} at start")
     rows = {label: [] for label, _ in STORAGES}
     started = time.perf_counter()
-    for seed in range(args.seeds):  # storages interleaved, so machine load hits all alike
+    for seed in seeds:  # storages interleaved, so machine load hits all alike
         for label, arguments in STORAGES:
             rows[label].append(train(dataset, seed, arguments, args.epochs, args.batch_size))
             print(f"  seed {seed} {label}: {rows[label][-1]['test_accuracy']:.4f}", flush=True)

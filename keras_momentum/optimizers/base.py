@@ -159,14 +159,16 @@ class MomentumOptimizer(InstrumentationMixin, AdaptiveClipping, keras.optimizers
         return [v for v, scales in self._velocity_slots() if scales is None]
 
     def _velocity_slots(self):
-        """`(velocity, scales or None)` for each kept velocity, in `_velocity_variables()` order."""
+        """`(velocity, int8 block scales or None)` for each kept velocity, in a stable order
+        (variables in build order; AggMo: per beta, then per variable)."""
         velocities = getattr(self, "velocities", [])
         scales = getattr(self, "velocity_scales", None) or [None] * len(velocities)
         return [(v, s) for v, s in zip(velocities, scales) if v is not None]
 
     def _velocity_values(self):
-        """The stored velocities as float32 tensors (int8 dequantised), in the order of
-        `_velocity_variables()`: what diagnostics take norms of."""
+        """The stored velocities as float32 tensors (int8 dequantised), in `_velocity_slots()`
+        order, which is `_velocity_variables()`'s unless the storage is int8: what
+        diagnostics take norms of."""
         return [storage.read(v, s, "float32") for v, s in self._velocity_slots()]
 
     # -------------------------------------------------------------- clipping
