@@ -2,6 +2,7 @@
 
     python -m benchmarks.velocity_dtype                     # Fashion-MNIST, 10 epochs, 2 seeds
     python -m benchmarks.velocity_dtype --epochs 1 --seeds 1 --dataset embedded   # smoke run
+    python -m benchmarks.velocity_dtype --step-rounds 20    # optimizer step alone (TensorFlow)
 
 Trains the MNIST benchmark's MLP (`training.build_model`) with its "momentum" recipe
 (`SGD(0.01, momentum=0.9)`, Keras formulation, batch 128) once per seed and velocity
@@ -47,9 +48,13 @@ def build_parser():
     parser.add_argument("--dataset", choices=data.DATASETS, default="fashion_mnist")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--seeds", type=int, default=2, help="seeds 0..n-1")
+    parser.add_argument("--seeds", type=int, default=2, help="how many seeds")
+    parser.add_argument("--seed", type=int, default=0, help="the first seed; others follow")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--out", default=os.path.join("runs", "velocity_dtype"))
+    parser.add_argument("--step-rounds", type=int, default=0,
+                        help="time the optimizer step alone (TensorFlow) in this many "
+                             "interleaved rounds instead of training")
     return parser
 
 
@@ -80,16 +85,70 @@ def train(dataset, seed, arguments, epochs, batch_size):
     }
 
 
+def optimizer_step_times(rounds, steps):
+    """ms per `optimizer.apply` on the MLP's variables (TensorFlow, one `tf.function` each),
+    storages interleaved in every round: `{label: [ms per round]}`. Short interleaved bursts
+    see the same machine load, so the per-round ratios to float32 are paired."""
+    import tensorflow as tf  # noqa: PLC0415 (TensorFlow only)
+
+    keras.utils.set_random_seed(0)
+    shapes = [tuple(v.shape) for v in build_model().trainable_variables]
+    rng = np.random.default_rng(0)
+    grads = [tf.constant(rng.normal(size=s).astype("float32") * 1e-2) for s in shapes]
+    steps_of = {}
+    for label, arguments in STORAGES:
+        variables = [keras.Variable(np.zeros(s, "float32")) for s in shapes]
+        optimizer = SGD(LEARNING_RATE, momentum=MOMENTUM, **arguments)
+        optimizer.build(variables)
+
+        run = _compiled_steps(tf, optimizer, grads, variables, steps)
+        run()  # trace
+        steps_of[label] = run
+    times = {label: [] for label, _ in STORAGES}
+    for _ in range(rounds):
+        for label, run in steps_of.items():
+            start = time.perf_counter()
+            run()
+            times[label].append(1000 * (time.perf_counter() - start) / steps)
+    return times
+
+
+def _compiled_steps(tf, optimizer, grads, variables, steps):
+    @tf.function
+    def run():
+        for _ in tf.range(steps):
+            optimizer.apply(grads, variables)
+
+    return run
+
+
+def print_step_times(times):
+    reference = np.asarray(times[STORAGES[0][0]])
+    print(f"\n{'storage':<16}{'optimizer step ms':>18}{'vs f32 (median, range over rounds)':>38}")
+    for label, values in times.items():
+        ratios = np.asarray(values) / reference
+        print(f"{label:<16}{np.median(values):>18.3f}{np.median(ratios):>14.2f}"
+              f"  ({ratios.min():.2f}-{ratios.max():.2f})")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.step_rounds:
+        load = os.getloadavg()[0]
+        print(f"optimizer step alone, {args.step_rounds} rounds x 200 steps, "
+              f"load average {load:.1f} at start")
+        print_step_times(optimizer_step_times(args.step_rounds, 200))
+        print(f"load average {os.getloadavg()[0]:.1f} at end")
+        return
     dataset = data.load_dataset(args.dataset, args.data_dir)
     load = os.getloadavg()
+    seeds = range(args.seed, args.seed + args.seeds)
     print(f"{dataset.title}; {args.epochs} epochs, batch {args.batch_size}, seeds "
-          f"0-{args.seeds - 1}, backend {keras.backend.backend()}, "
+          f"{seeds[0]}-{seeds[-1]}, backend {keras.backend.backend()}, "
           f"{os.cpu_count()} CPUs, load average {load[0]:.1f} at start")
     rows = {label: [] for label, _ in STORAGES}
     started = time.perf_counter()
-    for seed in range(args.seeds):  # storages interleaved, so machine load hits all alike
+    for seed in seeds:  # storages interleaved, so machine load hits all alike
         for label, arguments in STORAGES:
             rows[label].append(train(dataset, seed, arguments, args.epochs, args.batch_size))
             print(f"  seed {seed} {label}: {rows[label][-1]['test_accuracy']:.4f}", flush=True)

@@ -51,7 +51,9 @@ def find_learning_rate(
     (arrays, which are shuffled as `fit` shuffles them, a `tf.data.Dataset`, a
     `keras.utils.PyDataset` or a generator); when the data runs out before `steps`
     updates, a dataset or `PyDataset` starts again from its first batch, and a
-    generator ends the sweep.
+    generator ends the sweep. The recorded rate of each update is the one the optimizer
+    computed for it (float32), so an update that a `LossScaleOptimizer` skips repeats
+    the rate.
 
     The rate is driven by a schedule put in place of the learning rate of the optimizer
     that makes the updates (looking through `inner_optimizer` of
@@ -60,7 +62,7 @@ def find_learning_rate(
     of the model (weights, batch-normalisation statistics, seeds) and of the optimizer
     (update count, slots, learning-rate variable, plateau state) holds its value from
     before the call bit for bit; the optimizer's learning-rate object, the model's train
-    function, `stop_training` and `history` are the ones it had.
+    function, `steps_per_execution`, `stop_training` and `history` are the ones it had.
 
     Args:
         model: a compiled, built `keras.Model`.
@@ -98,7 +100,7 @@ def find_learning_rate(
     optimizer = _check_model(model)
 
     sweep = _Sweep(
-        _Rates(float(min_learning_rate), float(max_learning_rate), steps, mode),
+        optimizer, _Rates(float(min_learning_rate), float(max_learning_rate), steps, mode),
         float(smoothing), float(divergence_threshold), int(verbose),
     )
     saved = _Snapshot(model, optimizer)
@@ -106,6 +108,7 @@ def find_learning_rate(
         start = int(ops.convert_to_numpy(optimizer.iterations))
         set_learning_rate_object(optimizer, _SweepSchedule(sweep.rates, start))
         _neutral_plateau_factor(optimizer)
+        model.steps_per_execution = 1  # one update, one loss, one rate per epoch of `fit`
         with own_train_step(model):
             model.train_function = None  # traced anew with the sweep's schedule
             model.fit(
@@ -118,19 +121,16 @@ def find_learning_rate(
 
 
 class _Rates:
-    """The rate of update `k` of the sweep, on the host (float64) or in the step (float32)."""
+    """The sweep's rate `η_k` (float32, in the train step)."""
 
     def __init__(self, low, high, steps, mode):
         self.low, self.high, self.steps, self.mode = low, high, steps, mode
 
-    def at(self, k, xp=np):
+    def at(self, k):
         fraction = k / (self.steps - 1)
         if self.mode == "exponential":
-            return self.low * xp.exp(fraction * math.log(self.high / self.low))
+            return self.low * ops.exp(fraction * math.log(self.high / self.low))
         return self.low + (self.high - self.low) * fraction
-
-    def host(self, k):
-        return float(self.at(float(k)))
 
 
 class _SweepSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -141,7 +141,7 @@ class _SweepSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         k = ops.clip(ops.cast(step, "float32") - float(self.start), 0.0, self.rates.steps - 1.0)
-        return ops.cast(self.rates.at(k, xp=ops), "float32")
+        return ops.cast(self.rates.at(k), "float32")
 
     def get_config(self):
         return {"start": self.start, **vars(self.rates)}
@@ -150,9 +150,11 @@ class _SweepSchedule(keras.optimizers.schedules.LearningRateSchedule):
 class _Sweep(keras.callbacks.Callback):
     """Records each update's loss (one update per epoch of `fit`) and applies the stop rule."""
 
-    def __init__(self, rates, smoothing, threshold, verbose):
+    def __init__(self, optimizer, rates, smoothing, threshold, verbose):
         super().__init__()
-        self.rates, self.smoothing, self.threshold = rates, smoothing, threshold
+        self.optimizer, self.rates = optimizer, rates
+        self.smoothing, self.threshold = smoothing, threshold
+        self.rate = None
         self.learning_rates, self.losses, self.smoothed = [], [], []
         self.average, self.best, self.stop_reason = 0.0, math.inf, "completed"
         self.verbose = verbose
@@ -161,12 +163,17 @@ class _Sweep(keras.callbacks.Callback):
             unit_name="update",
         )
 
+    def on_epoch_begin(self, epoch, logs=None):
+        # The rate the coming update uses, as the optimizer computes it: an update skipped
+        # by a LossScaleOptimizer does not advance it.
+        self.rate = float(ops.convert_to_numpy(self.optimizer.learning_rate))
+
     def on_epoch_end(self, epoch, logs=None):
         k = len(self.losses)
         loss = float(ops.convert_to_numpy((logs or {})["loss"]))
         self.average = self.smoothing * self.average + (1.0 - self.smoothing) * loss
         smoothed = self.average / (1.0 - self.smoothing ** (k + 1))
-        rate = self.rates.host(k)
+        rate = self.rate
         self.learning_rates.append(rate)
         self.losses.append(loss)
         self.smoothed.append(smoothed)
@@ -185,6 +192,8 @@ class _Sweep(keras.callbacks.Callback):
         self.model.stop_training = True
 
     def on_train_end(self, logs=None):
+        if len(self.losses) < self.rates.steps and self.stop_reason == "completed":
+            self.stop_reason = f"the data ran out after {len(self.losses)} updates"
         self.progbar.update(len(self.losses), finalize=True)
         if self.verbose:
             rate = self.learning_rates[-1] if self.learning_rates else float("nan")
@@ -207,6 +216,7 @@ class _Snapshot:
         self.learning_rate = optimizer._learning_rate
         self.train_function = model.train_function
         self.stop_training = model.stop_training
+        self.steps_per_execution = model.steps_per_execution
         self.history = getattr(model, "history", None)
 
     def restore(self):
@@ -215,6 +225,7 @@ class _Snapshot:
         set_learning_rate_object(self.optimizer, self.learning_rate)
         self.model.train_function = self.train_function
         self.model.stop_training = self.stop_training
+        self.model.steps_per_execution = self.steps_per_execution
         self.model.history = self.history
 
 

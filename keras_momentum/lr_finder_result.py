@@ -11,16 +11,17 @@ class RangeTestResult:
         losses: the training loss of each update's batch (the last may be inf or NaN).
         smoothed_losses: the debiased exponentially smoothed losses `s_k`.
         stop_reason: "completed", or why the sweep stopped early.
-        suggestions: dict of suggested rates, each computed on the finite points only:
+        suggestions: dict of suggested rates. Each rule looks at the finite points only,
+            and of their `n`, skips the first `n // 10` and the last `max(1, n // 20)`,
+            where the smoothed curve still carries its start or already the divergence
+            (fastai's window):
 
             * "steepest": the rate where `ds/d(log η)` (`numpy.gradient` over the points)
-              is most negative, skipping the first `max(1, n // 10)` and the last
-              `max(1, n // 20)` of the `n` points, where the smoothed curve still carries
-              its start or already the divergence;
+              is most negative;
             * "minimum": the rate of the smallest smoothed loss, divided by 10;
-            * "valley": the rate at the middle of the longest strictly decreasing
-              subsequence of the smoothed losses (the longest stretch along which the loss
-              keeps falling, ignoring bumps), half way between its first and last point.
+            * "valley": the rate half way (by index) between the first and last point of
+              the longest strictly decreasing subsequence of the smoothed losses (the
+              longest stretch along which the loss keeps falling, bumps ignored).
 
         suggestion: `suggestions["steepest"]`.
     """
@@ -64,7 +65,8 @@ class RangeTestResult:
                 label=f"suggestion {self.suggestion:.2g} (steepest descent)",
             )
         ax.set_xscale("log")
-        finite = self.smoothed_losses[np.isfinite(self.smoothed_losses)]
+        both = np.concatenate([self.losses, self.smoothed_losses])
+        finite = both[np.isfinite(both)]
         if finite.size:
             # The diverging tail would squash the interesting part of the curve.
             low, high = float(finite.min()), float(self.smoothed_losses[0])
@@ -80,26 +82,19 @@ def _suggestions(rates, smoothed):
     finite = np.isfinite(smoothed)
     rates, smoothed = rates[finite], smoothed[finite]
     n = len(smoothed)
-    if n == 0:
+    first, last = n // 10, n - max(1, n // 20)
+    if last - first < 3:  # too few points for a window
+        first, last = 0, n
+    rates, smoothed = rates[first:last], smoothed[first:last]
+    if len(smoothed) < 2:
         nan = float("nan")
         return {"steepest": nan, "minimum": nan, "valley": nan}
+    slope = np.gradient(smoothed, np.log(rates))
     return {
-        "steepest": _steepest(rates, smoothed),
+        "steepest": float(rates[np.argmin(slope)]),
         "minimum": float(rates[np.argmin(smoothed)]) / 10.0,
         "valley": _valley(rates, smoothed),
     }
-
-
-def _steepest(rates, smoothed):
-    n = len(smoothed)
-    first, last = max(1, n // 10), n - max(1, n // 20)
-    if last - first < 2:
-        first, last = 0, n
-    if last - first < 2:
-        return float(rates[0])
-    window_rates, window = rates[first:last], smoothed[first:last]
-    slope = np.gradient(window, np.log(window_rates))
-    return float(window_rates[np.argmin(slope)])
 
 
 def _valley(rates, smoothed):

@@ -4,8 +4,9 @@
   because logical devices must be configured before TensorFlow initialises): `fit` and a
   custom loop (`strategy.run` + `optimizer.apply_gradients`) give the weights, slots, update
   count and recorded statistics of one device with the same global batch, for the fused and
-  the generic SGD paths, with schedules, LARS, and `skip_nonfinite=True` where only the
-  second replica's half of a batch holds a NaN (every replica must skip that update).
+  the generic SGD paths, with schedules, LARS, int8 (with cautious steps) and bfloat16
+  velocities, and `skip_nonfinite=True` where only the second replica's half of a batch
+  holds a NaN (every replica must skip that update).
 * `MultiWorkerMirroredStrategy` with two worker processes on 127.0.0.1
   (`scripts/multi_worker_run.py`): a custom loop with this package's SGD, schedules, the
   plateau reducer and both loggers (Keras 3's `fit` does not run under this strategy,
@@ -24,7 +25,9 @@ from _processes import environment, kill_all, run, start, wait_all
 
 pytestmark = pytest.mark.tensorflow
 
-MIRRORED_CASES = ("fused", "generic", "fused_nan", "generic_nan", "lars")
+MIRRORED_CASES = (
+    "fused", "generic", "fused_nan", "generic_nan", "lars", "int8_cautious", "bfloat16_pytorch",
+)
 MIRRORED_STEPS = 6  # as in scripts/mirrored_run.py, whose `*_nan` cases have one bad batch
 WORKER_STEPS, WORKER_EPOCHS = 4, 3  # as in scripts/multi_worker_run.py, one bad batch an epoch
 

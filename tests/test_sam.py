@@ -231,7 +231,10 @@ def test_an_overflowing_loss_scale_skips_the_step():
 def test_mixed_precision_trains_close_to_float32(policy):
     _, reference = fit_small(SGD(0.05, momentum=0.9), epochs=2)
     keras.mixed_precision.set_global_policy(policy)
-    sam, losses = fit_small(SGD(0.05, momentum=0.9), epochs=2)
+    try:
+        sam, losses = fit_small(SGD(0.05, momentum=0.9), epochs=2)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     if policy == "mixed_float16":
         assert isinstance(sam.optimizer, keras.optimizers.LossScaleOptimizer)
     assert all(np.isfinite(losses))

@@ -46,10 +46,14 @@ def keras_weights(state):
 
 
 class SetWeights(keras.callbacks.Callback):
-    """Ends epoch `e` with the fixture's weights `sequence[e]` (the rate is 0)."""
+    """Ends epoch `e` with the fixture's weights `sequence[order[e]]` (the rate is 0)."""
+
+    def __init__(self, order=range(len(AVERAGING["sequence"]))):
+        super().__init__()
+        self.order = list(order)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.model.set_weights(keras_weights(AVERAGING["sequence"][epoch]))
+        self.model.set_weights(keras_weights(AVERAGING["sequence"][self.order[epoch]]))
 
 
 def data():
@@ -67,6 +71,16 @@ def test_average_equals_averaged_model_and_warns_about_batch_norm():
     for got, want in zip(model.get_weights(), keras_weights(AVERAGING["averages"][-1])):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     assert not hasattr(model, "_stochastic_weight_averaging")  # no trace left on the model
+
+    # The same callback in a new `fit` from epoch 0 starts a new average: epochs 2..5 now
+    # end with sequence[3], ..., sequence[0].
+    with pytest.warns(UserWarning, match="update_batch_norm"):
+        model.fit(*data(), batch_size=BATCH, epochs=len(AVERAGING["sequence"]), verbose=0,
+                  callbacks=[swa, SetWeights(order=[5, 4, 3, 2, 1, 0])])
+    assert swa.averaged_epochs == 4
+    sets = [keras_weights(AVERAGING["sequence"][i]) for i in range(4)]
+    for got, *each in zip(model.get_weights(), *sets):
+        np.testing.assert_allclose(got, np.mean(each, axis=0), rtol=1e-5, atol=1e-6)
 
 
 def test_batch_norm_data_recomputes_statistics_as_update_bn():
@@ -95,7 +109,7 @@ def check_statistics(model):
         np.testing.assert_allclose(weights[variance], want_variance, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("form", ["iterable", "arrays"])
+@pytest.mark.parametrize("form", ["iterable", "arrays", "dataset"])
 def test_update_batch_norm_equals_update_bn(form):
     model = network()
     model.set_weights(keras_weights(AVERAGING["averages"][-1]))
@@ -104,8 +118,13 @@ def test_update_batch_norm_equals_update_bn(form):
     momenta = [layer.momentum for layer in model.layers if hasattr(layer, "momentum")]
     if form == "iterable":
         count = keras_momentum.update_batch_norm(model, [(b, np.zeros(BATCH)) for b in batches])
-    else:
+    elif form == "arrays":
         count = keras_momentum.update_batch_norm(model, np.concatenate(batches), batch_size=BATCH)
+    else:
+        import tensorflow as tf  # a tf.data pipeline feeds every backend
+
+        dataset = tf.data.Dataset.from_tensor_slices(np.concatenate(batches)).batch(BATCH)
+        count = keras_momentum.update_batch_norm(model, dataset)
     assert count == len(batches)
     check_statistics(model)
     for i in (0, 1, 2, 3, 6, 7, 8, 9):

@@ -90,11 +90,11 @@ class AnnealedLearningRate(keras.optimizers.schedules.LearningRateSchedule):
     def __call__(self, step):
         if self.alpha == 1.0:
             return ops.convert_to_tensor(self.swa_learning_rate, "float32")
-        base = self.base(step) if isinstance(
-            self.base, keras.optimizers.schedules.LearningRateSchedule
-        ) else self.base()
-        base = ops.cast(base, "float32")
-        return self.alpha * self.swa_learning_rate + (1.0 - self.alpha) * base
+        if isinstance(self.base, keras.optimizers.schedules.LearningRateSchedule):
+            base = self.base(step)
+        else:
+            base = self.base()
+        return self.alpha * self.swa_learning_rate + (1.0 - self.alpha) * ops.cast(base, "float32")
 
     def get_config(self):
         return {

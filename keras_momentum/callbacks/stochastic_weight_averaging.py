@@ -38,7 +38,7 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
     `start_epoch` and the optimizer's learning-rate variable is set each epoch (it stays
     at `η_swa` after training). For a schedule (or callable) `base`, `η_0 = base(t)` at
     each update `t`: the schedule goes on and is blended into `η_swa` (the train function is
-    traced again when `α` changes, at most `anneal_epochs` times); the optimizer gets `base`
+    traced again each time `α` changes, `max(1, anneal_epochs)` times); the optimizer gets `base`
     back at the end of training. A plateau reducer's factor still multiplies the rate.
 
     Batch normalisation: averaged weights come with averaged moving statistics, which do not
@@ -49,13 +49,16 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
     The average is saved with the model: while training, it is kept (as the variables of a
     small layer that is not part of the model) under the model's `_stochastic_weight_averaging`
     attribute, which `model.save_weights`, `model.save` and so `BackupAndRestore` store and
-    load. A run killed and resumed with `BackupAndRestore` (epoch backups) continues the
-    average exactly, whatever the order of the two callbacks: the weights of epoch `e` are
-    added at the start of epoch `e + 1` (and of the last epoch at the end of training), so a
-    backup always holds the weights and the average that go together. The attribute is
-    removed at the end of training. With `ScheduleFreeSGD`, the evaluation weights `x` are
-    averaged and the model ends holding their average in evaluation mode, as
-    `ScheduleFreeEvaluation` leaves it; the diagnostics loggers keep recording.
+    load; the attribute is removed at the end of training. A run killed and resumed with
+    `BackupAndRestore` (epoch backups) continues the average exactly, whatever the order of
+    the two callbacks: the weights of epoch `e` are added when epoch `e + 1` begins (those of
+    the last epoch at the end of training), so a backup always holds weights and an average
+    that go together. A later `fit` with the same callback continues the average if it
+    starts after the last epoch averaged (`initial_epoch`), else starts a new one.
+
+    With `ScheduleFreeSGD`, the evaluation weights `x` are averaged and the model ends holding
+    their average in evaluation mode, as `ScheduleFreeEvaluation` leaves it. The diagnostics
+    loggers keep recording through the retraces.
 
     Args:
         start_epoch: int >= 0, the first epoch (0-based) whose final weights are averaged.
@@ -87,7 +90,9 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         self.anneal_epochs = _count("anneal_epochs", anneal_epochs)
         self.batch_norm_data = batch_norm_data
         self._average = None
+        self._averaged_model = None  # the model `_average` belongs to
         self._last_epoch = None  # the last epoch ended in this `fit`
+        self._first_epoch = True  # whether no epoch of this `fit` has begun yet
 
     # ------------------------------------------------------------------ state
     def set_model(self, model):
@@ -96,11 +101,10 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
             self._attach()  # before BackupAndRestore loads the backup in `on_train_begin`
 
     def _attach(self):
-        weights = _averaged_weights(self.model)
-        if self._average is None or [tuple(a.shape) for a in self._average.averages] != [
-            tuple(w.shape) for w in weights
-        ]:
+        if self._averaged_model is not self.model:
+            weights = _averaged_weights(self.model)
             self._average = WeightAverage(weights, name="stochastic_weight_averaging")
+            self._averaged_model = self.model
         object.__setattr__(self.model, ATTRIBUTE, self._average)
 
     @property
@@ -118,8 +122,15 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         if getattr(self.model, ATTRIBUTE, None) is not self._average:
             self._attach()
         self._last_epoch = None
+        self._first_epoch = True
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch:
+            self._first_epoch = False
+            if self._average.read("averaged_epoch") >= epoch:
+                # An average of epochs this `fit` has yet to run belongs to an earlier run
+                # (the callback given to a new `fit` from scratch), not to a resumed one.
+                self._average.reset()
         previous = epoch - 1
         if previous >= self.start_epoch and self._average.read("averaged_epoch") < previous:
             self._add(previous)
@@ -137,7 +148,7 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         if isinstance(optimizer._learning_rate, AnnealedLearningRate):
             set_learning_rate_object(optimizer, optimizer._learning_rate.base)
             self.model.train_function = None
-        object.__delattr__(self.model, ATTRIBUTE)
+        vars(self.model).pop(ATTRIBUTE, None)
         if not self.averaged_epochs:
             warnings.warn(
                 f"StochasticWeightAveraging(start_epoch={self.start_epoch}): no epoch from "

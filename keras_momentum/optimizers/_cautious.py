@@ -14,6 +14,8 @@ Reference:
     Code", arXiv:2411.16085, 2024.
 """
 
+import math
+
 from keras import ops
 
 MIN_FRACTION = 1e-3
@@ -26,5 +28,8 @@ def mask_disagreeing(update, gradient, subtracted=True):
     product = ops.multiply(update, gradient)
     agrees = ops.greater(product, 0.0) if subtracted else ops.less(product, 0.0)
     mask = ops.cast(agrees, update.dtype)
-    fraction = ops.maximum(ops.mean(mask), ops.cast(MIN_FRACTION, update.dtype))
+    # sum / size, not `ops.mean` (on JAX it averages float64 in float32), and `where`, not
+    # `ops.maximum` (on PyTorch it returns float32 for float64 scalars).
+    kept = ops.divide(ops.sum(mask), ops.cast(math.prod(update.shape), update.dtype))
+    fraction = ops.where(ops.greater(kept, MIN_FRACTION), kept, MIN_FRACTION)
     return ops.multiply(update, ops.divide(mask, fraction))

@@ -22,7 +22,7 @@ in that regime, and for long runs of small gradients against a large velocity.
 `BLOCK_SIZE` = 256 consecutive values (the last block zero-padded), and block `b` keeps
 one float32 scale and one int8 code per value:
 
-    s_b = max_{i ∈ b} |v_i| / 127
+    s_b = max_{i ∈ b} |v_i| · (1/127)              (1/127 rounded to float32)
     q_i = clip(round(v_i / s_b), −127, 127)       (q_i = 0 when s_b = 0)
     v̂_i = q_i · s_b
 
@@ -137,7 +137,9 @@ def quantize(values):
     shape = values.shape
     size = math.prod(shape)
     blocks = _blocks(values)
-    scales = ops.divide(ops.max(ops.abs(blocks), axis=1), float(INT8_LEVELS))
+    # A product, not a quotient: XLA turns division by a constant into multiplication by
+    # its reciprocal, so the quotient would differ by an ulp between backends.
+    scales = ops.multiply(ops.max(ops.abs(blocks), axis=1), 1.0 / INT8_LEVELS)
     nonzero = ops.greater(scales, 0.0)
     divisor = ops.where(nonzero, scales, ops.ones_like(scales))
     codes = ops.round(ops.divide(blocks, ops.expand_dims(divisor, 1)))

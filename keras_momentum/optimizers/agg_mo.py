@@ -90,9 +90,6 @@ class AggMo(MomentumOptimizer):
         # One list per beta, each with one velocity per trainable variable.
         self.velocities, self.velocity_scales = self._add_velocity_slots(variables, names)
 
-    def _velocity_variables(self):
-        return [v for per_beta in self.velocities for v in per_beta if v is not None]
-
     def _velocity_slots(self):
         return [
             (v, s)

@@ -154,17 +154,21 @@ class MomentumOptimizer(InstrumentationMixin, AdaptiveClipping, keras.optimizers
         return storage.add_velocities(self, variables, name, self.velocity_dtype)
 
     def _velocity_variables(self):
-        return [v for v in getattr(self, "velocities", []) if v is not None]
+        """The kept velocity variables whose values are the velocities: int8 codes are left
+        out (their values are `_velocity_values()`), so that nothing reads them as such."""
+        return [v for v, scales in self._velocity_slots() if scales is None]
 
     def _velocity_slots(self):
-        """`(velocity, scales or None)` for each kept velocity, in `_velocity_variables()` order."""
+        """`(velocity, int8 block scales or None)` for each kept velocity, in a stable order
+        (variables in build order; AggMo: per beta, then per variable)."""
         velocities = getattr(self, "velocities", [])
         scales = getattr(self, "velocity_scales", None) or [None] * len(velocities)
         return [(v, s) for v, s in zip(velocities, scales) if v is not None]
 
     def _velocity_values(self):
-        """The stored velocities as float32 tensors (int8 dequantised), in the order of
-        `_velocity_variables()`: what diagnostics take norms of."""
+        """The stored velocities as float32 tensors (int8 dequantised), in `_velocity_slots()`
+        order, which is `_velocity_variables()`'s unless the storage is int8: what
+        diagnostics take norms of."""
         return [storage.read(v, s, "float32") for v, s in self._velocity_slots()]
 
     # -------------------------------------------------------------- clipping

@@ -57,11 +57,16 @@ class SGD(MomentumOptimizer):
     changes nothing, as in timm. The gradient compared against is `g` after coupled
     weight decay.
 
-    `velocity_dtype` stores the velocity as float32, bfloat16 (round to nearest even) or
-    block-wise int8 (absmax per block of 256 values, one float32 scale per block); the
-    update arithmetic stays float32 and the step uses the velocity before it is rounded
-    for storage (as optax's `accumulator_dtype`). See `_velocity_storage` for the maps
-    and what rounding does to small updates.
+    `velocity_dtype` changes how `v` is stored, not the arithmetic, which stays float32;
+    the step uses `v` before it is rounded for storage (as optax's `accumulator_dtype`).
+    `"bfloat16"` rounds to nearest even, within half an ulp (a relative 2⁻⁹ to 2⁻⁸): a
+    write that changes `v` by less is rounded away, so with `μ` above about 0.996 the
+    decay `(1 − μ)·v` itself can vanish and small gradients stop registering; stochastic
+    rounding, unbiased on average, would matter there. `"int8"` keeps, per block `b` of
+    256 consecutive values of the flattened `v`, one float32 scale
+    `s_b = max_b |v_i| · fl32(1/127)` and codes `q_i = round(v_i / s_b)` in [−127, 127]
+    (ties to even), and reads `v_i ≈ q_i·s_b` (Dettmers et al., 2022, with a linear
+    code; see `_velocity_storage`).
 
     On the TensorFlow backend, dense updates run as single fused kernels where they
     compute exactly the rules above (`ResourceApplyKerasMomentum` for the Keras

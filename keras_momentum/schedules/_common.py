@@ -90,6 +90,11 @@ def _plain(value):
         return float(keras.ops.convert_to_numpy(value))
     return value
 
+    @classmethod
+    def from_config(cls, config):
+        check_config_keys(cls, config)
+        return cls(**config)
+
 
 def _call_repr(name, arguments):
     return f"{name}({', '.join(f'{key}={_value_repr(value)}' for key, value in arguments.items())})"

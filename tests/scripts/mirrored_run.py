@@ -7,8 +7,9 @@ TensorFlow initialises):
 
 For every case of `CASES` and every mode (`fit` and a custom loop with `strategy.run` and
 `optimizer.apply_gradients`), trains once without a strategy and once under the strategy
-with the same global batch, and saves the final weights, optimizer slots, `iterations`,
-`nonfinite_steps` and the recorded statistics to OUT.npz under `<case>/<mode>/<device>/...`.
+with the same global batch, and saves the final weights, velocities (the stored values, as
+float32), `iterations`, `nonfinite_steps` and the recorded statistics to OUT.npz under
+`<case>/<mode>/<device>/...`.
 The comparisons are made by the test.
 """
 
@@ -51,6 +52,13 @@ CASES = {
         _warmup_cosine(), momentum=0.9, skip_nonfinite=True, fused=False
     ),
     "lars": lambda: optimizers.LARS(_warmup_cosine(), weight_decay=1e-3),
+    # Velocities stored in int8 and bfloat16 (the generic path), cautious steps.
+    "int8_cautious": lambda: optimizers.SGD(
+        _warmup_cosine(), momentum=0.9, velocity_dtype="int8", cautious=True
+    ),
+    "bfloat16_pytorch": lambda: optimizers.SGD(
+        _warmup_cosine(), momentum=0.9, formulation="pytorch", velocity_dtype="bfloat16"
+    ),
 }
 
 
@@ -115,7 +123,7 @@ def train_custom(case, x, y, strategy):
 def state(model):
     optimizer = model.optimizer
     out = {f"weight/{i}": np.asarray(w) for i, w in enumerate(model.get_weights())}
-    for i, velocity in enumerate(optimizer._velocity_variables()):
+    for i, velocity in enumerate(optimizer._velocity_values()):
         out[f"velocity/{i}"] = keras.ops.convert_to_numpy(velocity)
     out["iterations"] = keras.ops.convert_to_numpy(optimizer.iterations)
     if optimizer.skip_nonfinite:
