@@ -46,12 +46,12 @@ def own_train_step(model):
 
 def retrace(model):
     """Builds the model's train function again now, keeping a diagnostics logger's switch."""
-    from keras_momentum.callbacks._recording_switch import RecordingSwitch  # noqa: PLC0415
+    from keras_momentum.callbacks._logger import TrainFunctionSwitch  # noqa: PLC0415
 
     current = model.train_function
     with own_train_step(model):
         model.make_train_function(force=True)
-    if isinstance(current, RecordingSwitch):
+    if isinstance(current, TrainFunctionSwitch):
         # The loggers' switch keeps standing in for the train function: it now calls the new
         # trace, and traces its statistics-free twin again when it needs it.
         current.recording, current.plain = model.train_function, None

@@ -236,9 +236,6 @@ def _neutral_plateau_factor(optimizer):
         value = np.array(ops.convert_to_numpy(state))
         value.reshape(-1)[0] = 1.0
         state.assign(value)
-    multiplier = getattr(optimizer, "learning_rate_multiplier", None)
-    if multiplier is not None:
-        multiplier.assign(1.0)
 
 
 def _check_model(model):

@@ -40,12 +40,11 @@ def reduce_plateau_factor(optimizer):
     """As the plateau reducer does: the factor that multiplies the rate becomes 0.5."""
     optimizer = keras_momentum.lr_finder.innermost(optimizer)
     state = getattr(optimizer, "plateau_state", None)
-    if state is not None:
-        value = np.array(keras.ops.convert_to_numpy(state))
-        value.reshape(-1)[0] = 0.5
-        state.assign(value)
-    elif hasattr(optimizer, "learning_rate_multiplier"):
-        optimizer.learning_rate_multiplier.assign(0.5)
+    if state is None:
+        return  # a Keras optimizer without this package's plateau state
+    value = np.array(keras.ops.convert_to_numpy(state))
+    value[0] = 0.5
+    state.assign(value)
 
 
 def test_stops_on_divergence_and_suggests_a_stable_rate():

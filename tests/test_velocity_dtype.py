@@ -3,6 +3,8 @@
 import keras
 import numpy as np
 import pytest
+
+from keras_momentum.optimizers import diagnostics
 from keras import ops
 
 from _family import Table, float32
@@ -278,11 +280,11 @@ def test_optimizers_without_velocities_reject_velocity_dtype():
 @pytest.mark.parametrize("velocity_dtype", DTYPES)
 def test_diagnostics_never_read_int8_codes_as_velocities(velocity_dtype):
     optimizer = SGD(0.1, momentum=0.9, velocity_dtype=velocity_dtype)
-    optimizer.enable_statistics("velocity_norm")
+    diagnostics.attach(optimizer).request("test", ["velocity_norm"], 1)
     variable = keras.Variable(np.ones((300,), np.float32))
     for _ in range(2):
         optimizer.apply([ops.convert_to_tensor(np.full((300,), 0.5, np.float32))], [variable])
-    columns = optimizer.read_records()["columns"]
+    columns = optimizer.recorder.read()[1]
     norm = np.linalg.norm(ops.convert_to_numpy(optimizer._velocity_values()[0]))
     if velocity_dtype == "int8" and "velocity_norm/global" not in columns:
         return  # left out rather than the codes' norm

@@ -19,7 +19,7 @@ class LearningRateLogger(OptimizerLogger):
     """Logs the learning rate, momentum and weight decay of every optimizer update.
 
     The values are those the update itself used, recorded inside the train step: the
-    learning rate after warmup, schedules and the `learning_rate_multiplier` that
+    learning rate after warmup, schedules and the plateau factor that
     `keras_momentum.callbacks.ReduceLROnPlateau` scales; `momentum` and `weight_decay` after
     their schedules. `momentum` is logged when the optimizer has one (this package's
     optimizers, Keras's `SGD`), `weight_decay` when it is set.
