@@ -11,6 +11,8 @@ momentum's averaging, not two step sizes.
 
 import keras
 
+from keras_momentum.callbacks import StochasticWeightAveraging
+from keras_momentum.models import SharpnessAwareMinimization
 from keras_momentum.optimizers import LARS, QHM, SGD, AggMo, Lookahead, ScheduleFreeSGD
 from keras_momentum.schedules import CosineDecay, OneCycle, Warmup
 
@@ -94,6 +96,32 @@ def lookahead(steps_per_epoch, epochs):
     return Lookahead(momentum(steps_per_epoch, epochs), sync_period=5, slow_step_size=0.5)
 
 
+def momentum_swa(steps_per_epoch, epochs):
+    """"momentum", its weights averaged over the last quarter of the epochs (stochastic weight
+    averaging, Izmailov et al., 2018) at the unchanged rate."""
+    return momentum(steps_per_epoch, epochs)
+
+
+momentum_swa.callbacks = lambda steps_per_epoch, epochs: [
+    StochasticWeightAveraging(start_epoch=epochs - max(1, epochs // 4))]
+
+
+def sam(steps_per_epoch, epochs):
+    """SAM (Foret et al., 2021; rho 0.05) around "nesterov": two passes per step."""
+    return nesterov(steps_per_epoch, epochs)
+
+
+sam.wrap_model = lambda model: SharpnessAwareMinimization(model, rho=0.05)
+
+
+def asam(steps_per_epoch, epochs):
+    """ASAM (Kwon et al., 2021; rho 0.5) around "nesterov": two passes per step."""
+    return nesterov(steps_per_epoch, epochs)
+
+
+asam.wrap_model = lambda model: SharpnessAwareMinimization(model, rho=0.5, adaptive=True)
+
+
 CONFIGS = {
     "sgd": sgd,
     "momentum": momentum,
@@ -108,9 +136,24 @@ CONFIGS = {
     "lars": lars,
     "schedule_free": schedule_free,
     "lookahead": lookahead,
-    # Training tools join here (swa, sam, asam); see CONTRIBUTING.md, "Adding a benchmark".
+    "momentum_swa": momentum_swa,
+    "sam": sam,
+    "asam": asam,
 }
 FAMILY_CONFIGS = ("qhm", "agg_mo", "lars", "schedule_free", "lookahead")
+TOOL_CONFIGS = ("momentum_swa", "sam", "asam")
+
+
+def callbacks_for(name, steps_per_epoch, epochs):
+    """The configuration's own callbacks (SWA's), else none."""
+    make = getattr(CONFIGS[name], "callbacks", None)
+    return [] if make is None else make(steps_per_epoch, epochs)
+
+
+def wrap_model_for(name, model):
+    """The configuration's model wrapper applied (SAM's), else `model` itself."""
+    wrap = getattr(CONFIGS[name], "wrap_model", None)
+    return model if wrap is None else wrap(model)
 
 
 def batch_size_for(name, default):

@@ -86,6 +86,15 @@ def peak_rss_bytes():
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
+def slot_bytes(optimizer):
+    """Bytes of the optimizer's slots (velocities, moments, int8 scales): what grows with the
+    model. Step counters, the learning-rate variable, the plateau state and diagnostics
+    buffers are left out."""
+    state = getattr(optimizer, "_state_variables", lambda: optimizer.variables)()
+    return variable_bytes([v for v in state if len(v.shape) > 0
+                           and not v.path.endswith("plateau_state")])
+
+
 def variable_bytes(variables):
     """Total size in bytes of a list of Keras variables."""
     return int(sum(np.prod(v.shape, dtype=np.int64) * np.dtype(v.dtype).itemsize

@@ -8,7 +8,7 @@ import time
 import keras
 
 from benchmarks import runtime
-from benchmarks.configs import CONFIGS, batch_size_for
+from benchmarks.configs import CONFIGS, batch_size_for, callbacks_for, wrap_model_for
 from keras_momentum.callbacks import GradientNormLogger, LearningRateLogger, ScheduleFreeEvaluation
 from keras_momentum.optimizers import ScheduleFreeSGD, instrument
 
@@ -138,7 +138,7 @@ def train_run(spec, dataset, *, epochs, batch_size, target_accuracy, tensorboard
     clock = EpochClock()
     with runtime.dtype_policy(spec.precision):
         runtime.reset_gpu_peak_memory()
-        model = build_model()
+        model = wrap_model_for(spec.config, build_model())
         optimizer = CONFIGS[spec.config](steps_per_epoch, epochs)
         optimizer_config = keras.optimizers.serialize(optimizer)
         # Built-in optimizers (Adam) need `instrument` to record what the diagnostics read;
@@ -147,6 +147,7 @@ def train_run(spec, dataset, *, epochs, batch_size, target_accuracy, tensorboard
         callbacks = [
             clock,
             *evaluation_callbacks(optimizer),
+            *callbacks_for(spec.config, steps_per_epoch, epochs),
             *diagnostics_callbacks(log_dir, update_freq=DIAGNOSTICS_UPDATE_FREQ),
             keras.callbacks.TensorBoard(log_dir, write_graph=False),
             progress_callback,
@@ -156,7 +157,13 @@ def train_run(spec, dataset, *, epochs, batch_size, target_accuracy, tensorboard
             validation_data=(dataset.x_test, dataset.y_test),
             validation_batch_size=EVAL_BATCH_SIZE, callbacks=callbacks, verbose=0,
         )
-    logs = fitted.history
+        logs = fitted.history
+        if callbacks_for(spec.config, steps_per_epoch, epochs):
+            # SWA's average enters the model at the end of training: the last epoch's test
+            # figures are those of the averaged weights.
+            test_loss, test_accuracy = model.evaluate(
+                dataset.x_test, dataset.y_test, batch_size=EVAL_BATCH_SIZE, verbose=0)
+            logs["val_loss"][-1], logs["val_accuracy"][-1] = test_loss, test_accuracy
     history = [
         {
             "epoch": epoch + 1,
@@ -191,7 +198,7 @@ def train_run(spec, dataset, *, epochs, batch_size, target_accuracy, tensorboard
         **throughput(clock, train_size, batch_size),
         "peak_rss_bytes": runtime.peak_rss_bytes(),
         "peak_gpu_bytes": runtime.gpu_peak_memory_bytes(),
-        "optimizer_slot_bytes": runtime.variable_bytes(model.optimizer.variables),
+        "optimizer_slot_bytes": runtime.slot_bytes(model.optimizer),
         "tensorboard_dir": log_dir,
         "history": history,
     }

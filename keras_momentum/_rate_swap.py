@@ -46,7 +46,7 @@ def own_train_step(model):
 
 def retrace(model):
     """Builds the model's train function again now, keeping a diagnostics logger's switch."""
-    from keras_momentum.callbacks._logger import TrainFunctionSwitch  # noqa: PLC0415
+    from keras_momentum.callbacks._train_function_switch import TrainFunctionSwitch  # noqa: PLC0415
 
     current = model.train_function
     with own_train_step(model):

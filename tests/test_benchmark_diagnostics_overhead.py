@@ -99,7 +99,7 @@ def test_a_a_models_alternate_two_functions_that_never_record(tmp_path):
 
 
 def test_hooks_models_record_in_every_fit_with_or_without_loggers(tmp_path):
-    from keras_momentum.callbacks._logger import TrainFunctionSwitch  # noqa: PLC0415
+    from keras_momentum.callbacks._train_function_switch import TrainFunctionSwitch  # noqa: PLC0415
 
     model, subject, x, y = _subject(tmp_path, overhead.HOOKS)
     subject.fit(x, y, 16, attached=True)

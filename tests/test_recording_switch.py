@@ -6,13 +6,12 @@ logged values are checked against `tf.GradientTape` gradients, so a wrong choice
 """
 
 import keras
-import numpy as np
 import pytest
 from _diagnostics import batch_gradients, compiled_model, data, fit, norm, read_events
 
 from keras_momentum import optimizers
 from keras_momentum.callbacks import GradientNormLogger, LearningRateLogger
-from keras_momentum.callbacks._logger import TrainFunctionSwitch
+from keras_momentum.callbacks._train_function_switch import TrainFunctionSwitch
 from keras_momentum.optimizers import diagnostics
 
 pytestmark = pytest.mark.tensorflow

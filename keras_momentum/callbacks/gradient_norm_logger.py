@@ -2,7 +2,7 @@
 
 import numbers
 
-from keras_momentum.callbacks._logger import OptimizerLogger, histogram_buckets  # noqa: F401
+from keras_momentum.callbacks._logger import OptimizerLogger
 
 GLOBAL_SCALARS = (
     "gradient_norm/global",
