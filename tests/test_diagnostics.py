@@ -56,13 +56,13 @@ def test_update_ratio_and_velocity_norm_of_the_first_update(tmp_path):
 
 
 def _squares(model):
-    """`Square` operations in a trace of the model's train step, nested functions included."""
+    """`L2Loss` operations in a trace of the model's train step, nested functions included."""
     import tensorflow as tf  # noqa: PLC0415
 
     spec = (tf.TensorSpec((BATCH, 3), tf.float32), tf.TensorSpec((BATCH, 2), tf.float32))
     graph = tf.function(model.train_step).get_concrete_function(spec).graph.as_graph_def()
     nodes = [*graph.node, *(n for f in graph.library.function for n in f.node_def)]
-    return sum(node.op == "Square" for node in nodes)
+    return sum(node.op == "L2Loss" for node in nodes)
 
 
 @pytest.mark.parametrize(

@@ -64,6 +64,10 @@ class OptimizerLogger(keras.callbacks.Callback):
     `Recorder.read` they write) and, for histograms, `_histogram_every()`.
     """
 
+    # Batch hooks only count and read now and then: Keras may run batch ends beside the next
+    # step instead of waiting for each step's logs.
+    async_safe = True
+
     def __init__(self, log_dir, update_freq=1, flush_secs=10.0):
         super().__init__()
         if not isinstance(log_dir, (str, os.PathLike)):
@@ -111,6 +115,7 @@ class OptimizerLogger(keras.callbacks.Callback):
             self._last_step = self._read_at = self._raw_count // self._accumulation
             self._read_time = time.time()
             self._times = []  # (updates done, wall time) of batches not yet written
+            self._reads_at_batch_end = keras.backend.backend() == "tensorflow"
             function = self.model.train_function
             if isinstance(function, TrainFunctionSwitch):
                 self._switch = function
@@ -127,26 +132,40 @@ class OptimizerLogger(keras.callbacks.Callback):
         self._raw_at_epoch = self._raw_count
 
     def on_train_batch_begin(self, batch, logs=None):
+        position = self._raw_at_epoch + batch
         if self._switch is not None:
-            self._switch.position = self._raw_at_epoch + batch
+            self._switch.position = position
+        if self._writer is None:
+            return
+        # In the training loop, before the next execution: the device keeps the latest
+        # histograms only, and JAX's trainer hands its state to the next step.
+        done = position // self._accumulation
+        every = self._histogram_every()
+        histogram_due = every and done // every > self._read_at // every
+        if histogram_due or (not self._reads_at_batch_end and self._records_due(done)):
+            with self._lock:
+                self._write_new_records(done)
 
     def on_train_batch_end(self, batch, logs=None):
-        # `batch` is the index of the execution's last batch.
-        self._raw_count = max(self._raw_count, self._raw_at_epoch + batch + 1)
-        done = self._raw_count // self._accumulation
-        if self._writer is None or (self._times and self._times[-1][0] == done):
-            return
-        now = time.time()
-        self._times.append((done, now))
-        every, histogram_every = self._recorder.every, self._histogram_every()
+        # Keras may run this in a worker thread beside the next step (`async_safe`):
+        # TensorFlow orders the read with the step's assignments; other backends read at
+        # the next batch begin.
+        with self._lock:
+            # `batch` is the index of the execution's last batch.
+            self._raw_count = max(self._raw_count, self._raw_at_epoch + batch + 1)
+            done = self._raw_count // self._accumulation
+            if self._writer is None or (self._times and self._times[-1][0] >= done):
+                return
+            self._times.append((done, time.time()))
+            if self._reads_at_batch_end and self._records_due(done):
+                self._write_new_records(done)
+
+    def _records_due(self, done):
+        """Whether half the buffer is new, or `flush_secs / 2` passed with records unread."""
+        every = self._recorder.every
         pending = done // every - self._read_at // every
-        # The device keeps the latest histograms only: read each as it is made.
-        histogram_due = histogram_every and (
-            done // histogram_every > self._read_at // histogram_every)
-        if histogram_due or pending >= diagnostics.RECORD_SLOTS // 2 or (
-                pending and now - self._read_time >= self.flush_secs / 2):
-            with self._lock:
-                self._write_new_records()
+        return pending >= diagnostics.RECORD_SLOTS // 2 or (
+            pending > 0 and time.time() - self._read_time >= self.flush_secs / 2)
 
     def on_epoch_end(self, epoch, logs=None):
         with self._lock:
@@ -161,11 +180,12 @@ class OptimizerLogger(keras.callbacks.Callback):
             self._recorder.release(self)
 
     # ------------------------------------------------------- read and write
-    def _write_new_records(self):
+    def _write_new_records(self, done=None):
         if self._writer is None:
             return
         steps, columns = self._recorder.read(self._state_values())
-        self._read_at, self._read_time = self._raw_count // self._accumulation, time.time()
+        self._read_at = self._raw_count // self._accumulation if done is None else done
+        self._read_time = time.time()
         fresh = (steps > self._last_step) & (steps % self.update_freq == 0)
         tags = self._tags(columns)
         marks = np.array([mark for mark, _ in self._times], dtype=np.int64)

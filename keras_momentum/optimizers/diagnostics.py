@@ -124,7 +124,7 @@ class Recorder:
         grads = _sum_over_replicas(grads)
         step = ops.add(optimizer.iterations, 1)
         if "gradient_norms" in self.kinds:
-            squares = _gradient_row(optimizer, [_square_sum(g) for g in grads])
+            squares = _gradient_row(optimizer, _square_sums(grads))
             _write_row(self.gradients, row_of(step, self.every), squares)
         if "histograms" in self.kinds and self.histogram_every:
             if len(grads) != len(optimizer._trainable_variables):
@@ -149,17 +149,15 @@ class Recorder:
             for name, value in hyperparameters.items():
                 values[name] = ops.cast(value, "float32")
         if "gradient_norms" in self.kinds and optimizer._clipping_configured():
-            values["clipped_squares"] = _total([_square_sum(g) for g in _sum_over_replicas(grads)])
+            values["clipped_squares"] = ops.sum(_square_sums(_sum_over_replicas(grads)))
         if before is not None:
-            values["weight_squares"] = _total([_square_sum(w) for w in before])
-            values["update_squares"] = _total(
-                [_square_sum(ops.subtract(ops.convert_to_tensor(v), w))
-                 for v, w in zip(variables, before)]
-            )
+            values["weight_squares"] = ops.sum(_square_sums(before))
+            values["update_squares"] = ops.sum(_square_sums(
+                [ops.subtract(ops.convert_to_tensor(v), w) for v, w in zip(variables, before)]))
         if "velocity_norm" in self.kinds:
             velocities = optimizer._velocity_values()
             if velocities:
-                values["velocity_squares"] = _total([_square_sum(v) for v in velocities])
+                values["velocity_squares"] = ops.sum(_square_sums(velocities))
         if getattr(optimizer, "skip_nonfinite", False):
             values["nonfinite_steps"] = ops.cast(optimizer.nonfinite_steps, "float32")
         row = row_of(step, self.every)
@@ -241,23 +239,30 @@ def unique_paths(variables):
 
 
 def _write_row(buffer, row, value):
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf  # noqa: PLC0415 (TensorFlow backend only)
+
+        if not tf.distribute.has_strategy():
+            # In place: one scatter into the variable instead of a new buffer.
+            rows = ops.reshape(ops.cast(row, "int32"), (1,))
+            buffer.value.scatter_update(tf.IndexedSlices(ops.expand_dims(value, 0), rows))
+            return
     index = ops.reshape(ops.cast(row, "int32"), (1, 1))
     buffer.assign(ops.scatter_update(buffer.value, index, ops.expand_dims(value, 0)))
 
 
 def _gradient_row(optimizer, squares):
-    """Each variable's `Σ g²`, then their total.
+    """Each variable's `Σ g²` (the vector `squares`), then their total.
 
     Keras drops the variables without a gradient before the hooks see the gradients,
     and `_clip_gradients` is not told which: per-variable entries are then NaN.
     """
-    if len(squares) == len(optimizer._trainable_variables):
+    count = len(optimizer._trainable_variables)
+    if squares.shape[0] == count:
         per_variable = squares
     else:
-        per_variable = [ops.convert_to_tensor(float("nan"), "float32")] * len(
-            optimizer._trainable_variables
-        )
-    return ops.stack([*per_variable, _total(squares)])
+        per_variable = ops.full((count,), float("nan"), "float32")
+    return ops.concatenate([per_variable, ops.reshape(ops.sum(squares), (1,))])
 
 
 def _values(tensor):
@@ -265,13 +270,18 @@ def _values(tensor):
     return tensor.values if is_indexed_slices(tensor) else tensor
 
 
-def _square_sum(tensor):
-    value = ops.cast(_values(tensor), "float32")
-    return ops.sum(ops.square(value))
+def _square_sums(tensors):
+    """The float32 vector of each tensor's `Σ x²`: one reduction per tensor.
 
+    On TensorFlow `l2_loss` squares and sums in one kernel without a temporary the size of
+    the tensor; under JAX, XLA fuses the two.
+    """
+    values = [ops.cast(_values(t), "float32") for t in tensors]
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf  # noqa: PLC0415 (TensorFlow backend only)
 
-def _total(squares):
-    return ops.sum(ops.stack(squares))
+        return 2.0 * tf.stack([tf.nn.l2_loss(v) for v in values])  # l2_loss is Σx²/2
+    return ops.stack([ops.sum(ops.square(v)) for v in values])
 
 
 def _histogram(gradient):
