@@ -7,7 +7,7 @@ models can differ by several percent for as long as they live (where their buffe
 in memory; in A/A tests the models built after the first ran up to 2.8 % slower than it),
 which comparing two models would count as the diagnostics' cost. A `fit` without the
 loggers after one with them runs the train function traced without statistics (the loggers
-release the optimizer's statistics at `on_train_end`, `TrainFunctionSwitch`), whose graph is
+end their fit at `on_train_end`, `TrainFunctionSwitch`), whose graph is
 that of an optimizer nobody asked for statistics; the only difference left is a Python call
 per execution through the switch.
 

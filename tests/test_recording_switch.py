@@ -134,22 +134,34 @@ def test_records_any_matches_a_brute_force_count():
 
 
 def test_an_optimizer_whose_loggers_are_gone_pays_nothing(tmp_path):
-    # After a fit with loggers, the optimizer carries no recorder, its variables are
-    # Keras's again, and the next fit traces a step without statistics.
+    # After a fit with loggers, a fit without them runs the statistics-free function, and
+    # so does a train function traced anew after `compile`; the loggers' next fit records
+    # with the functions already traced.
     optimizer = optimizers.SGD(0.05, momentum=0.9)
     model = compiled_model(optimizer)
     x, y = data(3)
-    fit(model, x, y, [])
-    plain_count = len(optimizer.variables)
-    fit(model, x, y, [LearningRateLogger(tmp_path), GradientNormLogger(tmp_path)],
-        initial_epoch=1, epochs=2)
-    assert optimizer.recorder is None
-    assert len(optimizer.variables) == plain_count
-    switch = model.train_function
+
+    def loggers():
+        return [LearningRateLogger(tmp_path), GradientNormLogger(tmp_path)]
+
+    first = loggers()
+    switch = fit_capturing(model, x, y, first)
+    recording = switch.recording
     assert (switch.recording_calls, switch.plain_calls) == (3, 0)
-    fit(model, x, y, [], initial_epoch=2, epochs=3)
+    fit(model, x, y, [], initial_epoch=1, epochs=2)
+    assert model.train_function is switch
     assert (switch.recording_calls, switch.plain_calls) == (3, 3)
-    assert sorted(read_events(tmp_path)["gradient_norm/global"]) == [4, 5, 6]
+    assert list(optimizer.recorder.read()[0]) == [1, 2, 3]
+    store = {}
+    optimizer.save_own_variables(store)
+    assert len(store) == 3 + len(model.trainable_variables)  # no diagnostics buffers
+    fit(model, x, y, first, initial_epoch=2, epochs=3)
+    assert model.train_function is switch and switch.recording is recording
+    assert list(optimizer.recorder.read()[0]) == [1, 2, 3, 7, 8, 9]
+    model.compile(optimizer=optimizer, loss="mse")  # a new train function, no logger
+    fit(model, x, y, [], initial_epoch=3, epochs=4)
+    assert list(optimizer.recorder.read()[0]) == [1, 2, 3, 7, 8, 9]
+    assert sorted(read_events(tmp_path)["gradient_norm/global"]) == [1, 2, 3, 7, 8, 9]
 
 
 class FailAtBatch2(keras.callbacks.Callback):

@@ -177,7 +177,7 @@ class OptimizerLogger(keras.callbacks.Callback):
             self._close_writer()
             # The switch stays: executions no logger announces run its plain function.
             self._switch = None
-            self._recorder.release(self)
+            self._recorder.fit_ended(self)
 
     # ------------------------------------------------------- read and write
     def _write_new_records(self, done=None):

@@ -3,7 +3,7 @@
 How one `gradient_norm/global` value travels from the train step to the event file:
 
 1. A logger's `set_model` calls `attach(optimizer)` and `Recorder.request(...)`: the optimizer
-   now carries a `Recorder` and the model retraces its train function.
+   now carries a `Recorder` and, the first time, the model retraces its train function.
 2. In the step, Keras calls `optimizer._clip_gradients(grads)`; the optimizer hands the
    gradients to `Recorder.record_gradients`, which writes each gradient's `Σ g²` into
    the row of this update in the `gradients` buffer (`row_of`), and their total.
@@ -14,8 +14,9 @@ How one `gradient_norm/global` value travels from the train step to the event fi
    one host copy of the buffers, turned into `{tag: values}` by update number.
 5. The logger writes one TensorBoard event per update (`callbacks/_logger.py`).
 
-The buffers are optimizer variables while a logger is attached (JAX's train step carries
-state through `optimizer.variables` only) and are never saved. Updates that record nothing
+The buffers are optimizer variables once a logger has been attached (JAX's train step carries
+state through `optimizer.variables` only) and are never saved; steps traced outside a
+logger's fit leave them alone. Updates that record nothing
 write into a spare last row, so no conditional is needed in the step. Executions in which no
 update records run a train function traced without any of this (`tracing_records` False).
 """
@@ -50,6 +51,9 @@ class Recorder:
         self.requests = {}  # logger -> (kinds, every, histogram_every)
         self.buffers = []
         self.tracing_records = True  # False while a statistics-free step is traced
+        # Loggers between `set_model` and the end of their `fit`: steps traced while none is
+        # (after `compile`, in a fit without loggers) record nothing.
+        self.fitting = set()
 
     # ------------------------------------------------------------- requests
     def request(self, logger, kinds, every, histogram_every=0):
@@ -59,13 +63,26 @@ class Recorder:
             raise ValueError(f"`kinds` must be among {KINDS}, got {sorted(unknown)}")
         before = self._traced_for()
         self.requests[logger] = (frozenset(kinds), int(every), int(histogram_every))
+        self.fitting.add(logger)
         if self.optimizer.built and not self.buffers:
             self.create_buffers()
         return self._traced_for() != before
 
+    def fit_ended(self, logger):
+        """`logger`'s fit is over. Its request stays, so its next fit reuses the traced
+        functions; the buffers stay too (never saved, untouched by steps without loggers)."""
+        self.fitting.discard(logger)
+
+    def records(self):
+        """Whether the step being traced records: a logger's fit runs, and the trace is not
+        the statistics-free one."""
+        return self.tracing_records and bool(self.fitting)
+
     def release(self, logger):
-        """Drops `logger`'s request; the last release removes the buffers from the optimizer."""
+        """Drops `logger`'s request (it moved to another optimizer); the last release
+        removes the buffers from the optimizer."""
         self.requests.pop(logger, None)
+        self.fitting.discard(logger)
         if not self.requests:
             self.optimizer.recorder = None
             buffers = {id(v) for v in self.buffers}

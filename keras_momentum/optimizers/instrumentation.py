@@ -130,7 +130,7 @@ class InstrumentationMixin:
     def _recording(self):
         """The recorder, while a logger is attached and the step being traced records."""
         recorder = self.recorder
-        return recorder if recorder is not None and recorder.tracing_records else None
+        return recorder if recorder is not None and recorder.records() else None
 
     def _clipping_configured(self):
         return any(getattr(self, name, None) for name in ("clipnorm", "clipvalue", "global_clipnorm"))
