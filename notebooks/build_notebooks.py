@@ -61,6 +61,27 @@ QUICKSTART = [
         "schedules.plot({'one-cycle momentum': one_cycle.momentum_schedule()}, total, ax=momenta)\n"
         "plt.tight_layout(); plt.show()"
     ),
+    new_markdown_cell(
+        "## Learning-rate range test\n\n"
+        "`find_learning_rate` trains one batch per update at rising rates and records the loss; "
+        "the model and optimizer are restored afterwards. Read the plot left to right: the loss is "
+        "flat at tiny rates, falls, reaches a minimum and shoots up where training diverges. Pick a "
+        "rate on the falling part: the marked suggestion (steepest descent) or a tenth of the rate "
+        "at the minimum."
+    ),
+    new_code_cell(
+        "import keras_momentum\n\n"
+        "probe = keras.Sequential([\n"
+        "    keras.Input((784,)), keras.layers.Dense(256, activation='relu'),\n"
+        "    keras.layers.Dropout(0.3), keras.layers.Dense(10)])\n"
+        "probe.compile(optimizer=optimizers.SGD(0.01, momentum=0.9),\n"
+        "              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))\n"
+        "result = keras_momentum.find_learning_rate(\n"
+        "    probe, x_train, y_train, batch_size=128, min_learning_rate=1e-5, max_learning_rate=10.0,\n"
+        "    steps=40 if QUICK else 100, verbose=0)\n"
+        "print('range test suggestions:', {name: f'{rate:.3g}' for name, rate in result.suggestions.items()})\n"
+        "result.plot(); plt.show()"
+    ),
     new_markdown_cell("## Train with the diagnostics callbacks"),
     new_code_cell(
         "log_dir = pathlib.Path('logs') / 'quickstart'\n"
