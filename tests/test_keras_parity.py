@@ -11,20 +11,10 @@ import pickle
 import keras
 import numpy as np
 import pytest
+from _scores import Inject
 
 from keras_momentum import optimizers, schedules
 from keras_momentum.callbacks import ReduceLROnPlateau
-
-
-class Inject(keras.callbacks.Callback):
-    """Writes `values[epoch]` as `logs["score"]` before the callbacks after it run."""
-
-    def __init__(self, values):
-        super().__init__()
-        self.values = values
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs["score"] = self.values[epoch]
 
 
 def model_and_data():

@@ -8,23 +8,13 @@ which epochs improve. Where both apply, decisions are checked against Keras's ow
 import keras
 import numpy as np
 import pytest
+from _scores import Inject
 
 from keras_momentum import optimizers
 from keras_momentum.callbacks import ReduceLROnPlateau
 from keras_momentum.schedules import CosineDecay
 
 STEPS_PER_EPOCH = 2  # 64 samples, batch 32
-
-
-class Inject(keras.callbacks.Callback):
-    """Writes `values[epoch]` as `logs["score"]` before the callbacks after it run."""
-
-    def __init__(self, values):
-        super().__init__()
-        self.values = values
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs["score"] = self.values[epoch]
 
 
 def fit(optimizer, scores, callback):
