@@ -102,7 +102,7 @@ def momentum_swa(steps_per_epoch, epochs):
     return momentum(steps_per_epoch, epochs)
 
 
-momentum_swa.callbacks = lambda steps_per_epoch, epochs: [
+momentum_swa.callbacks = lambda steps_per_epoch, epochs, x_train: [
     StochasticWeightAveraging(start_epoch=epochs - max(1, epochs // 4))]
 
 
@@ -144,21 +144,24 @@ FAMILY_CONFIGS = ("qhm", "agg_mo", "lars", "schedule_free", "lookahead")
 TOOL_CONFIGS = ("momentum_swa", "sam", "asam")
 
 
-def callbacks_for(name, steps_per_epoch, epochs):
-    """The configuration's own callbacks (SWA's), else none."""
-    make = getattr(CONFIGS[name], "callbacks", None)
-    return [] if make is None else make(steps_per_epoch, epochs)
+def callbacks_for(make_optimizer, steps_per_epoch, epochs, x_train):
+    """The configuration's own callbacks (SWA's), else none. `make_optimizer` is a factory of
+    a configuration table; `x_train` is the training images (for batch-norm statistics)."""
+    make = getattr(make_optimizer, "callbacks", None)
+    return [] if make is None else make(steps_per_epoch, epochs, x_train)
 
 
-def wrap_model_for(name, model):
+def wrap_model_for(make_optimizer, model):
     """The configuration's model wrapper applied (SAM's), else `model` itself."""
-    wrap = getattr(CONFIGS[name], "wrap_model", None)
+    wrap = getattr(make_optimizer, "wrap_model", None)
     return model if wrap is None else wrap(model)
 
 
-def batch_size_for(name, default):
+def batch_size_for(make_optimizer, default):
     """The configuration's own batch size (LARS's large batch), else `default`."""
-    return getattr(CONFIGS[name], "batch_size", default)
+    return getattr(make_optimizer, "batch_size", default)
+
+
 # What `python -m benchmarks.mnist_mlp` runs with no arguments, which should end in about two
 # minutes on 2 CPU cores: check the total it prints after adding one.
 DEFAULT_CONFIGS = (
@@ -168,14 +171,14 @@ DEFAULT_CONFIGS = (
 QUICK_CONFIGS = ("sgd", "momentum")
 
 
-def parse_config_names(text):
-    """Splits a comma-separated list of configuration names, checking each against CONFIGS."""
+def parse_config_names(text, table=CONFIGS):
+    """Splits a comma-separated list of configuration names, checking each against `table`."""
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
         raise ValueError(f"`optimizers` must name at least one configuration, got {text!r}")
     for name in names:
-        if name not in CONFIGS:
+        if name not in table:
             raise ValueError(
-                f"`optimizers` entries must be among {', '.join(CONFIGS)}, got {name!r}"
+                f"`optimizers` entries must be among {', '.join(table)}, got {name!r}"
             )
     return names

@@ -1,6 +1,7 @@
-"""One training run of the MNIST MLP: model, timing, diagnostics, and the numbers it reports."""
+"""One training run of a benchmark: the MLP, timing, diagnostics, and the numbers it reports."""
 
 import dataclasses
+import importlib.util
 import math
 import os
 import time
@@ -8,7 +9,7 @@ import time
 import keras
 
 from benchmarks import runtime
-from benchmarks.configs import CONFIGS, batch_size_for, callbacks_for, wrap_model_for
+from benchmarks.configs import batch_size_for, callbacks_for, wrap_model_for
 from keras_momentum.callbacks import GradientNormLogger, LearningRateLogger, ScheduleFreeEvaluation
 from keras_momentum.optimizers import ScheduleFreeSGD, instrument
 
@@ -126,20 +127,25 @@ def evaluation_callbacks(optimizer):
     return []
 
 
-def train_run(spec, dataset, *, epochs, batch_size, target_accuracy, tensorboard_dir,
-              progress_callback):
-    """Trains one configuration once and returns its record for results.json."""
+def train_run(spec, dataset, *, build_model, make_optimizer, epochs, batch_size, target_accuracy,
+              tensorboard_dir, progress_callback):
+    """Trains one configuration once and returns its record for results.json.
+
+    `build_model()` returns a fresh model; `make_optimizer` is the configuration's factory
+    (see `benchmarks.configs`).
+    """
     keras.backend.clear_session()
     keras.utils.set_random_seed(spec.seed)
-    batch_size = batch_size_for(spec.config, batch_size)
+    batch_size = batch_size_for(make_optimizer, batch_size)
     train_size = len(dataset.x_train)
     steps_per_epoch = math.ceil(train_size / batch_size)
     log_dir = os.path.join(tensorboard_dir, spec.name)
     clock = EpochClock()
     with runtime.dtype_policy(spec.precision):
         runtime.reset_gpu_peak_memory()
-        model = wrap_model_for(spec.config, build_model())
-        optimizer = CONFIGS[spec.config](steps_per_epoch, epochs)
+        model = wrap_model_for(make_optimizer, build_model())
+        optimizer = make_optimizer(steps_per_epoch, epochs)
+        own_callbacks = callbacks_for(make_optimizer, steps_per_epoch, epochs, dataset.x_train)
         optimizer_config = keras.optimizers.serialize(optimizer)
         # Built-in optimizers (Adam) need `instrument` to record what the diagnostics read;
         # this package's own are returned unchanged.
@@ -147,9 +153,9 @@ def train_run(spec, dataset, *, epochs, batch_size, target_accuracy, tensorboard
         callbacks = [
             clock,
             *evaluation_callbacks(optimizer),
-            *callbacks_for(spec.config, steps_per_epoch, epochs),
+            *own_callbacks,
             *diagnostics_callbacks(log_dir, update_freq=DIAGNOSTICS_UPDATE_FREQ),
-            keras.callbacks.TensorBoard(log_dir, write_graph=False),
+            *keras_tensorboard(log_dir),
             progress_callback,
         ]
         fitted = model.fit(
@@ -158,7 +164,7 @@ def train_run(spec, dataset, *, epochs, batch_size, target_accuracy, tensorboard
             validation_batch_size=EVAL_BATCH_SIZE, callbacks=callbacks, verbose=0,
         )
         logs = fitted.history
-        if callbacks_for(spec.config, steps_per_epoch, epochs):
+        if own_callbacks:
             # SWA's average enters the model at the end of training: the last epoch's test
             # figures are those of the averaged weights.
             test_loss, test_accuracy = model.evaluate(
@@ -202,6 +208,14 @@ def train_run(spec, dataset, *, epochs, batch_size, target_accuracy, tensorboard
         "tensorboard_dir": log_dir,
         "history": history,
     }
+
+
+def keras_tensorboard(log_dir):
+    """Keras's `TensorBoard` callback (losses, metrics), which needs TensorFlow's summary ops;
+    without TensorFlow installed (a JAX-only GPU machine) only our loggers write."""
+    if importlib.util.find_spec("tensorflow") is None:
+        return []
+    return [keras.callbacks.TensorBoard(log_dir, write_graph=False)]
 
 
 def throughput(clock, train_size, batch_size):
