@@ -55,10 +55,12 @@ def build_model(num_classes=10):
     average pooling and a softmax that runs in float32 whatever the dtype policy.
     """
     inputs = keras.Input((28 * 28,))
-    x = keras.layers.Reshape((28, 28, 1))(inputs)
-    x = keras.layers.ZeroPadding2D(PADDING)(x)
-    x = keras.layers.RandomCrop(28, 28)(x)
-    x = keras.layers.RandomFlip("horizontal")(x)
+    # Augmentation in float32 whatever the policy: with it in bfloat16, TensorFlow on CPU
+    # trains this network about 1.6 times slower.
+    x = keras.layers.Reshape((28, 28, 1), dtype="float32")(inputs)
+    x = keras.layers.ZeroPadding2D(PADDING, dtype="float32")(x)
+    x = keras.layers.RandomCrop(28, 28, dtype="float32")(x)
+    x = keras.layers.RandomFlip("horizontal", dtype="float32")(x)
     x = keras.layers.Conv2D(STEM_FILTERS, 3, padding="same", use_bias=False)(x)
     x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
     for filters in STAGE_FILTERS:
@@ -79,7 +81,7 @@ BENCHMARK = suite.Benchmark(
     default_configs=cnn_configs.DEFAULT_CONFIGS,
     quick_configs=cnn_configs.QUICK_CONFIGS,
     default_dataset="fashion_mnist",
-    default_epochs=6,
+    default_epochs=5,
     default_repeats=1,
     default_precision="mixed_bfloat16",
     target_accuracy={"embedded": 0.9, "mnist": 0.99, "fashion_mnist": 0.91},
