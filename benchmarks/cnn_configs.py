@@ -26,7 +26,7 @@ from keras_momentum.schedules import CosineDecay, OneCycle, Warmup
 MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4
 SGD_RATE = 0.05
-ONE_CYCLE_PEAK = 0.3
+ONE_CYCLE_PEAK = 0.47
 ADAM_RATE = 2e-3
 ADAMW_RATE = 2e-3
 ADAMW_WEIGHT_DECAY = 0.05

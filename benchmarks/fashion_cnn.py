@@ -55,12 +55,10 @@ def build_model(num_classes=10):
     average pooling and a softmax that runs in float32 whatever the dtype policy.
     """
     inputs = keras.Input((28 * 28,))
-    # Augmentation in float32 whatever the policy: with it in bfloat16, TensorFlow on CPU
-    # trains this network about 1.6 times slower.
-    x = keras.layers.Reshape((28, 28, 1), dtype="float32")(inputs)
-    x = keras.layers.ZeroPadding2D(PADDING, dtype="float32")(x)
-    x = keras.layers.RandomCrop(28, 28, dtype="float32")(x)
-    x = keras.layers.RandomFlip("horizontal", dtype="float32")(x)
+    x = keras.layers.Reshape((28, 28, 1))(inputs)
+    x = keras.layers.ZeroPadding2D(PADDING)(x)
+    x = keras.layers.RandomCrop(28, 28)(x)
+    x = keras.layers.RandomFlip("horizontal")(x)
     x = keras.layers.Conv2D(STEM_FILTERS, 3, padding="same", use_bias=False)(x)
     x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
     for filters in STAGE_FILTERS:
@@ -83,7 +81,9 @@ BENCHMARK = suite.Benchmark(
     default_dataset="fashion_mnist",
     default_epochs=5,
     default_repeats=1,
-    default_precision="mixed_bfloat16",
+    # float32: on TensorFlow's CPU kernels this network trains faster in float32 than in
+    # mixed_bfloat16 (RESULTS.md); pass --precision mixed_bfloat16 on hardware where it pays.
+    default_precision="float32",
     target_accuracy={"embedded": 0.9, "mnist": 0.99, "fashion_mnist": 0.91},
 )
 

@@ -36,7 +36,7 @@ def test_quick_run_writes_the_mlp_benchmarks_outputs(tmp_path, capsys):
     fashion_cnn.main(["--quick", "--dataset", "embedded", "--out", str(tmp_path)])
     results = check_quick_outputs(tmp_path, cnn_configs.QUICK_CONFIGS, "embedded", (1024, 512))
     assert results["benchmark"] == "fashion_cnn"
-    assert results["settings"]["precisions"] == ["mixed_bfloat16"]
+    assert results["settings"]["precisions"] == ["float32"]
     # One float32 velocity per trainable weight for momentum SGD, two moments for Adam.
     slots = {run["config"]: run["optimizer_slot_bytes"] for run in results["runs"]}
     assert slots == {"keras_sgd_momentum": 4 * TRAINABLE, "nesterov_swa": 4 * TRAINABLE,
