@@ -49,15 +49,17 @@ def residual_block(x, filters, stride):
 def build_model(num_classes=10):
     """A small ResNet for 28×28 grey images, taking them flattened as (n, 784).
 
-    Augmentation (training only): random 28×28 crops of the image zero-padded by 2 pixels and
-    random horizontal flips. Then a 3×3 convolution with 32 filters at 28×28, one residual
+    Augmentation (training only): random 28×28 crops of the image zero-padded by 2 pixels,
+    written as a random shift of up to 2 pixels each way with zero fill, and random horizontal
+    flips. (Keras's `RandomCrop` would resize the padded image at inference instead of
+    leaving the test images as they are.) Then a 3×3 convolution with 32 filters at 28×28, one residual
     block of 32 filters at 14×14 and one of 64 at 7×7 (each entered with stride 2), global
     average pooling and a softmax that runs in float32 whatever the dtype policy.
     """
     inputs = keras.Input((28 * 28,))
     x = keras.layers.Reshape((28, 28, 1))(inputs)
-    x = keras.layers.ZeroPadding2D(PADDING)(x)
-    x = keras.layers.RandomCrop(28, 28)(x)
+    x = keras.layers.RandomTranslation(PADDING / 28, PADDING / 28, fill_mode="constant",
+                                       interpolation="nearest")(x)
     x = keras.layers.RandomFlip("horizontal")(x)
     x = keras.layers.Conv2D(STEM_FILTERS, 3, padding="same", use_bias=False)(x)
     x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))

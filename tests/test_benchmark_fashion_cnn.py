@@ -28,6 +28,11 @@ def test_network_size_and_augmentation_only_in_training():
         return keras.ops.convert_to_numpy(model(images, training=training))
 
     np.testing.assert_array_equal(outputs(training=False), outputs(training=False))
+    # At inference the augmentation is the identity: the first convolution sees the image.
+    flip = next(layer for layer in model.layers if isinstance(layer, keras.layers.RandomFlip))
+    front = keras.Model(model.input, flip.output)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(front(images, training=False)),
+                                  images.reshape(4, 28, 28, 1))
     # Random crops and flips make two training passes differ; batch statistics alone would not.
     assert not np.allclose(outputs(training=True), outputs(training=True))
 
