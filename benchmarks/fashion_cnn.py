@@ -18,7 +18,7 @@ import sys
 
 import keras
 
-from benchmarks import cnn_configs, data, suite
+from benchmarks import cnn_configs, runtime, suite
 from benchmarks.training import compile_model
 from keras_momentum import find_learning_rate
 
@@ -115,7 +115,7 @@ def range_tests(args, dataset):
     for family, make in RANGE_TEST_FAMILIES.items():
         keras.backend.clear_session()
         keras.utils.set_random_seed(args.seed)
-        with suite.runtime.dtype_policy(args.precisions[0]):
+        with runtime.dtype_policy(args.precisions[0]):
             model = build_model()
             compile_model(model, make())
             print(f"range test: {family}", flush=True)
